@@ -1,0 +1,103 @@
+"""Start a real `amqpd` process for tests and find the port it bound.
+
+`BrokerProcess` runs `python -m amqpd --port 0` with a private data directory, waits for
+the ready log line (which names the bound address) and stops the process with SIGTERM.
+Setting AMQPD_TEST_URL=host:port makes the shared fixtures use an already running broker
+instead, so the same tests can be checked against a reference RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+READY_PATTERN = re.compile(r"listening on \[?([0-9a-fA-F:.]+)\]?:(\d+)")
+
+
+class BrokerProcess:
+    """One amqpd child process; use as a context manager or call start()/stop()."""
+
+    def __init__(self, data_dir: Path, *extra_args: str, env: dict[str, str] | None = None):
+        self.data_dir = Path(data_dir)
+        self.extra_args = list(extra_args)
+        self.env = env
+        self.proc: subprocess.Popen[str] | None = None
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.log_lines: list[str] = []
+        self._ready = threading.Event()
+
+    def start(self, timeout: float = 15.0) -> BrokerProcess:
+        args = [sys.executable, "-m", "amqpd", "--port", "0", "--data-dir", str(self.data_dir)]
+        env = dict(os.environ)
+        env.update(self.env or {})
+        self._ready.clear()
+        self.proc = subprocess.Popen(
+            args + self.extra_args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        threading.Thread(target=self._read_log, args=(self.proc,), daemon=True).start()
+        if not self._ready.wait(timeout):
+            self.kill()
+            raise RuntimeError("amqpd did not become ready:\n" + "\n".join(self.log_lines))
+        return self
+
+    def _read_log(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            self.log_lines.append(line.rstrip("\n"))
+            match = READY_PATTERN.search(line)
+            if match and not self._ready.is_set():
+                self.host, self.port = match.group(1), int(match.group(2))
+                self._ready.set()
+        self._ready.set()
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def wait_for_log(self, fragment: str, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(fragment in line for line in self.log_lines):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def __enter__(self) -> BrokerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def external_broker() -> tuple[str, int] | None:
+    """The (host, port) named by AMQPD_TEST_URL, or None to start amqpd."""
+    url = os.environ.get("AMQPD_TEST_URL")
+    if not url:
+        return None
+    host, _, port = url.rpartition(":")
+    return host or "127.0.0.1", int(port)

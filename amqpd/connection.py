@@ -1,0 +1,510 @@
+"""One client connection: the only code that touches a socket.
+
+`Connection` is an asyncio.Protocol. It checks the protocol header, runs the handshake
+(start/start-ok with PLAIN or AMQPLAIN, tune/tune-ok, open), multiplexes channels, sends
+and checks heartbeats, coalesces everything written in a tick into one write, and turns
+`ChannelError` / `ConnectionError_` into channel.close / connection.close. On loss of the
+socket every channel releases what it held and exclusive queues are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pamqp import base, commands
+
+from amqpd import __version__
+from amqpd.auth import MECHANISMS, Access, authenticate
+from amqpd.channel import Channel
+from amqpd.core.errors import (
+    ACCESS_REFUSED,
+    CHANNEL_ERROR,
+    COMMAND_INVALID,
+    CONNECTION_FORCED,
+    FRAME_ERROR,
+    INTERNAL_ERROR,
+    NOT_ALLOWED,
+    NOT_IMPLEMENTED,
+    SYNTAX_ERROR,
+    UNEXPECTED_FRAME,
+    AMQPError,
+    ChannelError,
+    ConnectionError_,
+)
+from amqpd.core.vhost import VHost
+from amqpd.wire.frames import (
+    FRAME_BODY,
+    FRAME_HEADER,
+    FRAME_HEARTBEAT,
+    FRAME_METHOD,
+    HEARTBEAT_FRAME,
+    PROTOCOL_HEADER,
+    FrameError,
+    FrameReader,
+)
+from amqpd.wire.methods import MethodSyntaxError, UnknownMethodError, decode_method, encode_method
+
+if TYPE_CHECKING:
+    from amqpd.server import Broker
+
+log = logging.getLogger("amqpd.connection")
+
+CLOSE_OK_TIMEOUT = 3.0
+CHANNEL_OPEN = commands.Channel.Open.index
+CHANNEL_CLOSE = commands.Channel.Close.index
+CHANNEL_CLOSE_OK = commands.Channel.CloseOk.index
+CONNECTION_CLOSE = commands.Connection.Close.index
+CONNECTION_CLOSE_OK = commands.Connection.CloseOk.index
+
+# Handshake states, in order.
+AWAIT_HEADER, AWAIT_START_OK, AWAIT_TUNE_OK, AWAIT_OPEN, OPEN, CLOSING, CLOSED = range(7)
+_EXPECTED = {
+    AWAIT_START_OK: (commands.Connection.StartOk.index, "connection.start_ok"),
+    AWAIT_TUNE_OK: (commands.Connection.TuneOk.index, "connection.tune_ok"),
+    AWAIT_OPEN: (commands.Connection.Open.index, "connection.open"),
+}
+
+
+def server_properties() -> dict[str, Any]:
+    return {
+        "product": "amqpd",
+        "version": __version__,
+        "platform": "Python",
+        "copyright": "amqpd contributors",
+        "information": "A RabbitMQ-compatible AMQP 0-9-1 broker in Python",
+        "capabilities": {
+            "publisher_confirms": True,
+            "exchange_exchange_bindings": True,
+            "basic.nack": True,
+            "consumer_cancel_notify": True,
+            "connection.blocked": False,
+            "consumer_priorities": False,
+            "authentication_failure_close": True,
+            "per_consumer_qos": True,
+            "direct_reply_to": False,
+        },
+        "cluster_name": "amqpd",
+    }
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        config = broker.config
+        self.config = config
+        self.state = AWAIT_HEADER
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.channels: dict[int, Channel] = {}
+        self.reader = FrameReader(config.frame_max)
+        self.frame_max = config.frame_max
+        self.channel_max = config.channel_max
+        self.heartbeat = 0
+        self.max_message_size = config.max_message_size
+        self.writable = True
+        self.cancel_notify = False
+        self.user = ""
+        self.vhost: VHost = None  # type: ignore[assignment]  # set by connection.open
+        self.access: Access = None  # type: ignore[assignment]
+        self._header = b""
+        self._out: list[bytes] = []
+        self._flush_requested = False
+        self._confirm_channels: set[Channel] = set()
+        self._last_received = 0.0
+        self._last_sent = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+
+    # -- asyncio.Protocol -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.broker.connections.add(self)
+        self._timer = self._loop.call_later(self.config.handshake_timeout, self._handshake_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_received = self._loop.time()
+        if self.state == AWAIT_HEADER:
+            data = self._read_protocol_header(data)
+            if not data:
+                return
+        if self.state == CLOSED:
+            return
+        try:
+            frames = self.reader.feed(data)
+        except FrameError as error:
+            self._close_connection(FRAME_ERROR, error.text, 0)
+            return
+        for frame_type, number, payload in frames:
+            if self.state == CLOSED:
+                return
+            try:
+                self._on_frame(frame_type, number, payload)
+            except ConnectionError_ as error:
+                self._close_connection(error.code, error.text, getattr(error, "index", 0))
+            except Exception:
+                log.exception("internal error on connection %s", self.peer)
+                self._close_connection(INTERNAL_ERROR, "INTERNAL_ERROR", 0)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+        self._release_all()
+        self.broker.connections.discard(self)
+
+    def pause_writing(self) -> None:
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        for channel in self.channels.values():
+            channel.kick_consumers()
+
+    # -- output ---------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._flush_requested:
+            self._flush_requested = True
+            self.broker.scheduler.flush(self)
+
+    def send_many(self, pieces: list[bytes]) -> None:
+        self._out += pieces
+        if not self._flush_requested:
+            self._flush_requested = True
+            self.broker.scheduler.flush(self)
+
+    def request_flush(self, channel: Channel) -> None:
+        self._confirm_channels.add(channel)
+        if not self._flush_requested:
+            self._flush_requested = True
+            self.broker.scheduler.flush(self)
+
+    def flush(self) -> None:
+        self._flush_requested = False
+        if self._confirm_channels:
+            channels, self._confirm_channels = self._confirm_channels, set()
+            for channel in channels:
+                channel.flush_confirms()
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            out, self._out = self._out, []
+            self.transport.writelines(out)
+            self._last_sent = self._loop.time()
+        else:
+            self._out = []
+
+    def _send_method(self, number: int, method: base.Frame) -> None:
+        self.send(encode_method(number, method))
+
+    # -- frames ---------------------------------------------------------------------
+
+    def _read_protocol_header(self, data: bytes) -> bytes:
+        self._header += data
+        if len(self._header) < 8:
+            if PROTOCOL_HEADER.startswith(self._header):
+                return b""
+        elif self._header[:8] == PROTOCOL_HEADER:
+            rest, self._header = self._header[8:], b""
+            self.state = AWAIT_START_OK
+            self._send_method(
+                0,
+                commands.Connection.Start(
+                    server_properties=server_properties(),
+                    mechanisms=" ".join(MECHANISMS),
+                    locales="en_US",
+                ),
+            )
+            return rest
+        assert self.transport is not None
+        self.transport.write(PROTOCOL_HEADER)
+        self.transport.close()
+        self.state = CLOSED
+        return b""
+
+    def _on_frame(self, frame_type: int, number: int, payload: bytes) -> None:
+        if frame_type == FRAME_METHOD:
+            try:
+                index, args = decode_method(payload)
+            except UnknownMethodError as error:
+                raise _hard(NOT_IMPLEMENTED, "unknown method", error.index) from None
+            except MethodSyntaxError as error:
+                raise _hard(SYNTAX_ERROR, "method frame could not be decoded", error.index) from None
+            if number == 0:
+                self._on_connection_method(index, args)
+            else:
+                self._on_channel_method(number, index, args)
+        elif frame_type == FRAME_HEADER or frame_type == FRAME_BODY:
+            channel = self.channels.get(number)
+            if self.state != OPEN or number == 0 or channel is None:
+                if self.state == CLOSING:
+                    return
+                raise _hard(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
+            if channel.closing:
+                return
+            try:
+                if frame_type == FRAME_HEADER:
+                    channel.handle_header(payload)
+                else:
+                    channel.handle_body(payload)
+            except ChannelError as error:
+                self._close_channel(channel, error, commands.Basic.Publish.index)
+            except ConnectionError_ as error:
+                raise _hard(error.code, error.text.partition(" - ")[2], 0) from None
+        elif frame_type == FRAME_HEARTBEAT:
+            if number != 0:
+                raise _hard(FRAME_ERROR, "heartbeat frame on a non-zero channel")
+        else:
+            raise _hard(FRAME_ERROR, f"unknown frame type {frame_type}")
+
+    # -- connection class ----------------------------------------------------------
+
+    def _on_connection_method(self, index: int, args: Any) -> None:
+        if self.state == CLOSING:
+            if index == CONNECTION_CLOSE_OK:
+                self._shutdown_transport()
+            elif index == CONNECTION_CLOSE:
+                self._send_method(0, commands.Connection.CloseOk())
+                self.flush()
+                self._shutdown_transport()
+            return
+        if index == CONNECTION_CLOSE:
+            self._release_all()
+            self._send_method(0, commands.Connection.CloseOk())
+            self.flush()
+            self._shutdown_transport()
+            return
+        expected = _EXPECTED.get(self.state)
+        if expected is not None and index != expected[0]:
+            raise _hard(
+                COMMAND_INVALID, f"expected '{expected[1]}', got a different method", index
+            )
+        if self.state == AWAIT_START_OK:
+            self._on_start_ok(args)
+        elif self.state == AWAIT_TUNE_OK:
+            self._on_tune_ok(args)
+        elif self.state == AWAIT_OPEN:
+            self._on_open(args, index)
+        elif index == CONNECTION_CLOSE_OK:
+            return
+        else:
+            raise _hard(COMMAND_INVALID, "unexpected method on channel 0", index)
+
+    def _on_start_ok(self, args: commands.Connection.StartOk) -> None:
+        capabilities = (args.client_properties or {}).get("capabilities") or {}
+        self.cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
+        response = args.response
+        raw = response.encode() if isinstance(response, str) else bytes(response or b"")
+        if args.mechanism not in MECHANISMS:
+            raise _hard(
+                ACCESS_REFUSED,
+                f"unsupported authentication mechanism '{args.mechanism}'",
+                args.index,
+            )
+        user = authenticate(self.config, args.mechanism, raw)
+        if user is None:
+            log.warning("login refused for %s using %s", self.peer, args.mechanism)
+            raise _hard(
+                ACCESS_REFUSED,
+                f"Login was refused using authentication mechanism {args.mechanism}."
+                " For details see the broker logfile.",
+                args.index,
+            )
+        self.user = user.name
+        self.state = AWAIT_TUNE_OK
+        self._send_method(
+            0,
+            commands.Connection.Tune(
+                channel_max=self.config.channel_max,
+                frame_max=self.config.frame_max,
+                heartbeat=self.config.heartbeat,
+            ),
+        )
+
+    def _on_tune_ok(self, args: commands.Connection.TuneOk) -> None:
+        server_frame_max = self.config.frame_max
+        frame_max = args.frame_max or server_frame_max
+        if frame_max < 4096:
+            raise _hard(
+                NOT_ALLOWED, f"frame_max={frame_max} < 4096 min size", args.index
+            )
+        if frame_max > server_frame_max:
+            raise _hard(
+                NOT_ALLOWED,
+                f"frame_max={frame_max} > {server_frame_max} max size",
+                args.index,
+            )
+        channel_max = args.channel_max or self.config.channel_max
+        if channel_max > self.config.channel_max:
+            raise _hard(
+                NOT_ALLOWED,
+                f"channel_max={channel_max} > {self.config.channel_max} max size",
+                args.index,
+            )
+        self.frame_max = frame_max
+        self.reader.frame_max = frame_max
+        self.channel_max = channel_max
+        self.heartbeat = args.heartbeat
+        self.state = AWAIT_OPEN
+
+    def _on_open(self, args: commands.Connection.Open, index: int) -> None:
+        vhost = self.broker.vhosts.get(args.virtual_host)
+        if vhost is None:
+            raise _hard(NOT_ALLOWED, f"vhost {args.virtual_host} not found", index)
+        user = self.config.user(self.user)
+        permission = user.permission(args.virtual_host) if user else None
+        if permission is None:
+            raise _hard(
+                NOT_ALLOWED,
+                f"access to vhost '{args.virtual_host}' refused for user '{self.user}'",
+                index,
+            )
+        self.vhost = vhost
+        self.access = Access(self.user, vhost.name, permission)
+        self.state = OPEN
+        self._send_method(0, commands.Connection.OpenOk())
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.heartbeat:
+            self._last_sent = self._last_received = self._loop.time()
+            self._timer = self._loop.call_later(self.heartbeat / 2, self._heartbeat_tick)
+
+    # -- channels -------------------------------------------------------------------
+
+    def _on_channel_method(self, number: int, index: int, args: Any) -> None:
+        if self.state == CLOSING:
+            return
+        if self.state != OPEN:
+            raise _hard(CHANNEL_ERROR, "expected 'connection.open'", index)
+        channel = self.channels.get(number)
+        if channel is None:
+            if index != CHANNEL_OPEN:
+                raise _hard(CHANNEL_ERROR, "expected 'channel.open'", index)
+            if number > self.channel_max:
+                raise _hard(
+                    CHANNEL_ERROR,
+                    f"channel number {number} exceeds channel_max {self.channel_max}",
+                    index,
+                )
+            self.channels[number] = Channel(number, self)
+            self._send_method(number, commands.Channel.OpenOk())
+            return
+        if channel.closing:
+            if index == CHANNEL_CLOSE_OK:
+                del self.channels[number]
+            elif index == CHANNEL_CLOSE:
+                self._send_method(number, commands.Channel.CloseOk())
+            return
+        if index == CHANNEL_CLOSE:
+            channel.release()
+            del self.channels[number]
+            self._send_method(number, commands.Channel.CloseOk())
+            return
+        if index == CHANNEL_OPEN:
+            raise _hard(CHANNEL_ERROR, "second 'channel.open' seen", index)
+        try:
+            channel.handle_method(index, args)
+        except ChannelError as error:
+            self._close_channel(channel, error, index)
+        except ConnectionError_ as error:
+            error.index = index  # type: ignore[attr-defined]
+            raise
+
+    def _close_channel(self, channel: Channel, error: AMQPError, index: int) -> None:
+        channel.release()
+        channel.closing = True
+        self._send_method(
+            channel.number,
+            commands.Channel.Close(
+                reply_code=error.code,
+                reply_text=error.text,
+                class_id=index >> 16,
+                method_id=index & 0xFFFF,
+            ),
+        )
+
+    def _release_all(self) -> None:
+        for channel in self.channels.values():
+            channel.release()
+        if self.vhost is not None:
+            self.vhost.owner_closed(self)
+
+    # -- closing --------------------------------------------------------------------
+
+    def _close_connection(self, code: int, text: str, index: int) -> None:
+        """Send connection.close and wait for close-ok; everything else is ignored now."""
+        if self.state in (CLOSING, CLOSED):
+            return
+        if self.state == AWAIT_HEADER:
+            self._shutdown_transport()
+            return
+        log.info("closing connection %s: %s", self.peer, text)
+        self._release_all()
+        self.state = CLOSING
+        self._out = []
+        self._confirm_channels.clear()
+        self._send_method(
+            0,
+            commands.Connection.Close(
+                reply_code=code,
+                reply_text=text,
+                class_id=index >> 16,
+                method_id=index & 0xFFFF,
+            ),
+        )
+        self.flush()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(CLOSE_OK_TIMEOUT, self._shutdown_transport)
+
+    def force_close(self, reason: str) -> None:
+        """Close from the broker's side (shutdown), as RabbitMQ's CONNECTION_FORCED."""
+        if self.state == OPEN:
+            self._close_connection(
+                CONNECTION_FORCED,
+                f"CONNECTION_FORCED - broker forced connection closure with reason '{reason}'",
+                0,
+            )
+        else:
+            self._shutdown_transport()
+
+    def _shutdown_transport(self) -> None:
+        self.state = CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def _handshake_timeout(self) -> None:
+        self._timer = None
+        if self.state in (AWAIT_HEADER, AWAIT_START_OK, AWAIT_TUNE_OK, AWAIT_OPEN):
+            log.info("handshake timeout from %s", self.peer)
+            if self.transport is not None:
+                self.transport.abort()
+
+    def _heartbeat_tick(self) -> None:
+        now = self._loop.time()
+        if now - self._last_received > 2 * self.heartbeat:
+            log.info(
+                "missed heartbeats from client %s, timeout: %ds", self.peer, self.heartbeat
+            )
+            self._timer = None
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        if now - self._last_sent >= self.heartbeat / 2 and self.transport is not None:
+            self.transport.write(HEARTBEAT_FRAME)
+            self._last_sent = now
+        self._timer = self._loop.call_later(self.heartbeat / 2, self._heartbeat_tick)
+
+
+def _hard(code: int, detail: str, index: int = 0) -> ConnectionError_:
+    error = ConnectionError_(code, detail)
+    error.index = index  # type: ignore[attr-defined]
+    return error

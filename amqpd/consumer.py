@@ -1,0 +1,57 @@
+"""A consumer as a channel sees it: the core's `Consumer` protocol bound to one channel.
+
+`ready()` is the prefetch gate the dispatcher asks before every delivery: the channel must
+be deliverable (open, flow on, socket writable) and, for manual acks, both the consumer's
+own window and the channel's global window must have room.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from amqpd.core.message import Message
+from amqpd.core.queue import Queue
+from amqpd.wire.methods import shortstr
+
+if TYPE_CHECKING:
+    from amqpd.channel import Channel
+
+
+class ChannelConsumer:
+    __slots__ = ("tag", "tag_sstr", "queue", "channel", "no_ack", "exclusive", "prefetch", "unacked")
+
+    def __init__(
+        self,
+        tag: str,
+        queue: Queue,
+        channel: Channel,
+        *,
+        no_ack: bool,
+        exclusive: bool,
+        prefetch: int,
+    ) -> None:
+        self.tag = tag
+        self.tag_sstr = shortstr(tag)
+        self.queue = queue
+        self.channel = channel
+        self.no_ack = no_ack
+        self.exclusive = exclusive
+        self.prefetch = prefetch
+        self.unacked = 0
+
+    def ready(self) -> bool:
+        channel = self.channel
+        if not channel.deliverable():
+            return False
+        if self.no_ack:
+            return True
+        if self.prefetch and self.unacked >= self.prefetch:
+            return False
+        limit = channel.global_prefetch
+        return not limit or len(channel.unacked) < limit
+
+    def deliver(self, queue: Queue, seq: int, message: Message, redelivered: bool) -> None:
+        self.channel.deliver(self, queue, seq, message, redelivered)
+
+    def queue_deleted(self, queue: Queue) -> None:
+        self.channel.consumer_queue_deleted(self)

@@ -1,0 +1,1 @@
+"""The routing core: no sockets, no asyncio."""

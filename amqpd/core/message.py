@@ -1,0 +1,56 @@
+"""A published message as the broker keeps it: parsed once, delivered many times.
+
+The raw content-header payload and the body are kept as they arrived; only the fields the
+broker acts on are read out. `exchange_rk` is the exchange and routing key already encoded
+as two short strings, ready to splice into basic.deliver, get-ok and return frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from amqpd.wire.content import HeaderInfo, decode_headers
+from amqpd.wire.methods import shortstr
+
+
+class Message:
+    __slots__ = (
+        "exchange",
+        "routing_key",
+        "header",
+        "body",
+        "delivery_mode",
+        "priority",
+        "expiration",
+        "headers_raw",
+        "exchange_rk",
+        "_headers",
+    )
+
+    def __init__(
+        self, exchange: str, routing_key: str, header: bytes, info: HeaderInfo, body: bytes
+    ) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.header = header
+        self.body = body
+        self.delivery_mode = info.delivery_mode
+        self.priority = info.priority
+        self.expiration = info.expiration
+        self.headers_raw = info.headers_raw
+        self.exchange_rk = shortstr(exchange) + shortstr(routing_key)
+        self._headers: dict[str, Any] | None = None
+
+    @property
+    def persistent(self) -> bool:
+        return self.delivery_mode == 2
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        """The headers table, decoded the first time someone asks."""
+        if self._headers is None:
+            self._headers = decode_headers(self.headers_raw)
+        return self._headers
+
+    def __len__(self) -> int:
+        return len(self.body)

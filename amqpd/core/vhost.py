@@ -1,0 +1,346 @@
+"""A virtual host: the registry of exchanges and queues and the one API that changes them.
+
+Every declare, delete, bind, unbind, purge and publish goes through `VHost`, which
+enforces RabbitMQ's rules (reserved `amq.` names, exclusive ownership, equivalence,
+if_unused/if_empty) and raises `ChannelError`/`ConnectionError_` with RabbitMQ's texts.
+`owner` arguments identify the connection acting, for exclusive queues. Nothing here knows
+about channels or sockets; `schedule` is how queues ask for a dispatch pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from amqpd.core.equivalence import (
+    EXCHANGE_ARGUMENTS_CHECKED,
+    QUEUE_ARGUMENTS_CHECKED,
+    check_arguments,
+    check_flag,
+)
+from amqpd.core.errors import (
+    ACCESS_REFUSED,
+    COMMAND_INVALID,
+    NOT_FOUND,
+    PRECONDITION_FAILED,
+    RESOURCE_LOCKED,
+    ChannelError,
+    ConnectionError_,
+    describe_exchange,
+    describe_queue,
+)
+from amqpd.core.exchange import EXCHANGE_TYPES, Exchange
+from amqpd.core.headers_match import validate_x_match
+from amqpd.core.message import Message
+from amqpd.core.naming import generated_queue_name
+from amqpd.core.queue import Queue
+
+DEFAULT_EXCHANGES = (
+    ("amq.direct", "direct"),
+    ("amq.fanout", "fanout"),
+    ("amq.topic", "topic"),
+    ("amq.headers", "headers"),
+    ("amq.match", "headers"),
+)
+
+
+class VHost:
+    def __init__(self, name: str, schedule: Callable[[Queue], None] | None = None) -> None:
+        self.name = name
+        self.exchanges: dict[str, Exchange] = {}
+        self.queues: dict[str, Queue] = {}
+        self._schedule = schedule or (lambda queue: queue.dispatch())
+        self.exchanges[""] = EXCHANGE_TYPES["direct"]("", name, durable=True)
+        for exchange_name, type_name in DEFAULT_EXCHANGES:
+            self.exchanges[exchange_name] = EXCHANGE_TYPES[type_name](
+                exchange_name, name, durable=True
+            )
+
+    # -- lookups ------------------------------------------------------------------------
+
+    def exchange(self, name: str) -> Exchange:
+        found = self.exchanges.get(name)
+        if found is None:
+            raise ChannelError(NOT_FOUND, f"no {describe_exchange(name, self.name)}")
+        return found
+
+    def queue(self, name: str, owner: object | None = None) -> Queue:
+        """The queue named, checking that `owner` may use it if it is exclusive."""
+        found = self.queues.get(name)
+        if found is None:
+            raise ChannelError(NOT_FOUND, f"no {describe_queue(name, self.name)}")
+        self._check_exclusive(found, owner)
+        return found
+
+    def _check_exclusive(self, queue: Queue, owner: object | None) -> None:
+        if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
+            raise ChannelError(
+                RESOURCE_LOCKED,
+                f"cannot obtain exclusive access to locked {describe_queue(queue.name, self.name)}."
+                " It could be originally declared on another connection or the exclusive"
+                " property value does not match that of the original declaration.",
+            )
+
+    # -- exchanges ----------------------------------------------------------------------
+
+    def declare_exchange(
+        self,
+        name: str,
+        type_name: str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> Exchange:
+        arguments = arguments or {}
+        if name == "":
+            if passive:
+                return self.exchanges[""]
+            raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+        existing = self.exchanges.get(name)
+        if passive:
+            if existing is None:
+                raise ChannelError(NOT_FOUND, f"no {describe_exchange(name, self.name)}")
+            return existing
+        exchange_class = EXCHANGE_TYPES.get(type_name)
+        if exchange_class is None:
+            raise ConnectionError_(COMMAND_INVALID, f"invalid exchange type '{type_name}'")
+        if existing is not None:
+            if existing.type_name != type_name:
+                raise ChannelError(
+                    PRECONDITION_FAILED,
+                    f"inequivalent arg 'type' for {describe_exchange(name, self.name)}: "
+                    f"received '{type_name}' but current is '{existing.type_name}'",
+                )
+            for arg, received, current in (
+                ("durable", durable, existing.durable),
+                ("auto_delete", auto_delete, existing.auto_delete),
+                ("internal", internal, existing.internal),
+            ):
+                check_flag("exchange", name, self.name, arg, received, current)
+            check_arguments(
+                "exchange",
+                name,
+                self.name,
+                arguments,
+                existing.arguments,
+                EXCHANGE_ARGUMENTS_CHECKED,
+            )
+            return existing
+        if name.startswith("amq."):
+            raise ChannelError(
+                ACCESS_REFUSED, f"exchange name '{name}' contains reserved prefix 'amq.*'"
+            )
+        exchange = exchange_class(
+            name,
+            self.name,
+            durable=durable,
+            auto_delete=auto_delete,
+            internal=internal,
+            arguments=arguments,
+        )
+        self.exchanges[name] = exchange
+        return exchange
+
+    def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
+        if name == "" or name.startswith("amq."):
+            raise ChannelError(
+                ACCESS_REFUSED,
+                "operation not permitted on the default exchange"
+                if name == ""
+                else f"deletion of system {describe_exchange(name, self.name)} not allowed",
+            )
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            return  # RabbitMQ treats deleting a missing exchange as success
+        if if_unused and exchange.has_bindings():
+            raise ChannelError(
+                PRECONDITION_FAILED, f"{describe_exchange(name, self.name)} in use"
+            )
+        self._remove_exchange(exchange)
+
+    def _remove_exchange(self, exchange: Exchange) -> None:
+        exchange.deleted = True
+        del self.exchanges[exchange.name]
+        for destination in {key[0] for key in exchange.bindings}:
+            exchange.unbind_all(destination)
+            if isinstance(destination, Exchange):
+                self._maybe_auto_delete_exchange(destination, as_source=False)
+        for source in exchange.bound_from:
+            if not source.deleted:
+                source.unbind_all(exchange)
+                self._maybe_auto_delete_exchange(source)
+
+    def _maybe_auto_delete_exchange(self, exchange: Exchange, as_source: bool = True) -> None:
+        if as_source and exchange.auto_delete and not exchange.deleted and not exchange.bindings:
+            self._remove_exchange(exchange)
+
+    # -- queues -------------------------------------------------------------------------
+
+    def declare_queue(
+        self,
+        name: str,
+        *,
+        owner: object,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> Queue:
+        arguments = arguments or {}
+        if passive:
+            return self.queue(name, owner)
+        if name == "":
+            name = generated_queue_name()
+        existing = self.queues.get(name)
+        if existing is not None:
+            self._check_exclusive(existing, owner)
+            check_flag("queue", name, self.name, "durable", durable, existing.durable)
+            check_flag(
+                "queue", name, self.name, "auto_delete", auto_delete, existing.auto_delete
+            )
+            if exclusive != existing.exclusive:
+                self._check_exclusive(existing, None if exclusive else owner)
+                check_flag("queue", name, self.name, "exclusive", exclusive, existing.exclusive)
+            check_arguments(
+                "queue", name, self.name, arguments, existing.arguments, QUEUE_ARGUMENTS_CHECKED
+            )
+            return existing
+        if name.startswith("amq."):
+            raise ChannelError(
+                ACCESS_REFUSED, f"queue name '{name}' contains reserved prefix 'amq.*'"
+            )
+        queue = Queue(
+            name,
+            self.name,
+            durable=durable,
+            exclusive_owner=owner if exclusive else None,
+            auto_delete=auto_delete,
+            arguments=arguments,
+            schedule=self._schedule,
+        )
+        self.queues[name] = queue
+        self.exchanges[""].bind(queue, name, {})
+        return queue
+
+    def delete_queue(
+        self, name: str, *, owner: object, if_unused: bool = False, if_empty: bool = False
+    ) -> int:
+        queue = self.queues.get(name)
+        if queue is None:
+            return 0  # RabbitMQ answers delete-ok with 0 for a missing queue
+        self._check_exclusive(queue, owner)
+        if if_unused and queue.consumers:
+            raise ChannelError(PRECONDITION_FAILED, f"{describe_queue(name, self.name)} in use")
+        if if_empty and queue.messages:
+            raise ChannelError(PRECONDITION_FAILED, f"{describe_queue(name, self.name)} not empty")
+        return self.remove_queue(queue)
+
+    def remove_queue(self, queue: Queue) -> int:
+        """Delete a queue unconditionally (exclusive owner gone, auto-delete, delete)."""
+        if queue.deleted:
+            return 0
+        count = len(queue.messages)
+        queue.deleted = True
+        self.queues.pop(queue.name, None)
+        self.exchanges[""].unbind(queue, queue.name, {})
+        for exchange in queue.bound_from:
+            if not exchange.deleted:
+                exchange.unbind_all(queue)
+                self._maybe_auto_delete_exchange(exchange)
+        queue.bound_from.clear()
+        queue.messages.clear()
+        for consumer in list(queue.consumers):
+            consumer.queue_deleted(queue)
+        queue.consumers.clear()
+        return count
+
+    def purge_queue(self, name: str, owner: object) -> int:
+        return self.queue(name, owner).purge()
+
+    def consumer_removed(self, queue: Queue) -> None:
+        """Auto-delete a queue whose last consumer went away."""
+        if queue.auto_delete and queue.had_consumer and not queue.consumers:
+            self.remove_queue(queue)
+
+    def owner_closed(self, owner: object) -> None:
+        """Delete the exclusive queues of a connection that closed."""
+        for queue in [q for q in self.queues.values() if q.exclusive_owner is owner]:
+            self.remove_queue(queue)
+
+    # -- bindings -----------------------------------------------------------------------
+
+    def _check_bind_arguments(self, exchange: Exchange, arguments: dict[str, Any]) -> None:
+        if exchange.type_name == "headers":
+            problem = validate_x_match(arguments)
+            if problem:
+                raise ChannelError(PRECONDITION_FAILED, problem)
+
+    def _check_not_default(self, exchange_name: str) -> None:
+        if exchange_name == "":
+            raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+
+    def bind_queue(
+        self, queue_name: str, exchange_name: str, routing_key: str, arguments: dict[str, Any],
+        owner: object,
+    ) -> None:
+        self._check_not_default(exchange_name)
+        queue = self.queue(queue_name, owner)
+        exchange = self.exchange(exchange_name)
+        self._check_bind_arguments(exchange, arguments)
+        exchange.bind(queue, routing_key, arguments)
+        queue.bound_from.add(exchange)
+
+    def unbind_queue(
+        self, queue_name: str, exchange_name: str, routing_key: str, arguments: dict[str, Any],
+        owner: object,
+    ) -> None:
+        self._check_not_default(exchange_name)
+        queue = self.queue(queue_name, owner)
+        exchange = self.exchange(exchange_name)
+        exchange.unbind(queue, routing_key, arguments)
+        self._maybe_auto_delete_exchange(exchange)
+
+    def bind_exchange(
+        self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]
+    ) -> None:
+        self._check_not_default(source)
+        self._check_not_default(destination)
+        destination_exchange = self.exchange(destination)
+        source_exchange = self.exchange(source)
+        self._check_bind_arguments(source_exchange, arguments)
+        source_exchange.bind(destination_exchange, routing_key, arguments)
+        destination_exchange.bound_from.add(source_exchange)
+
+    def unbind_exchange(
+        self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]
+    ) -> None:
+        self._check_not_default(source)
+        self._check_not_default(destination)
+        destination_exchange = self.exchange(destination)
+        source_exchange = self.exchange(source)
+        source_exchange.unbind(destination_exchange, routing_key, arguments)
+        self._maybe_auto_delete_exchange(source_exchange)
+
+    # -- routing ------------------------------------------------------------------------
+
+    def route(self, exchange: Exchange, message: Message) -> list[Queue]:
+        """The queues a message reaches, following exchange-to-exchange bindings once each."""
+        found = exchange.route(message)
+        if not exchange.exchange_destinations:
+            return list(found)
+        queues: dict[Queue, None] = {}
+        seen = {exchange}
+        pending = list(found)
+        while pending:
+            destination = pending.pop()
+            if isinstance(destination, Exchange):
+                if destination not in seen:
+                    seen.add(destination)
+                    pending.extend(destination.route(message))
+            else:
+                queues[destination] = None
+        return list(queues)

@@ -1,0 +1,112 @@
+"""Content headers: read the few fields the broker needs, keep the rest as raw bytes.
+
+`peek_header(payload)` parses a content-header frame payload only as far as needed and
+returns `HeaderInfo`: the body size, delivery_mode, priority, expiration and the raw bytes
+of the headers table (decoded on demand by `decode_headers`, for headers exchanges).
+The raw payload itself is what gets delivered, so properties pass through byte for byte.
+`body_frames` splits a body for a receiver's frame_max.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, NamedTuple
+
+from pamqp import decode
+
+from amqpd.wire.frames import FRAME_BODY, FRAME_END_BYTE, FRAME_HEADER, FRAME_OVERHEAD, frame_head
+
+_prefix = struct.Struct(">HHQH")
+_long = struct.Struct(">I")
+_short = struct.Struct(">H")
+
+# Property flag bits, most significant first, in wire order.
+_CONTENT_TYPE = 1 << 15
+_CONTENT_ENCODING = 1 << 14
+_HEADERS = 1 << 13
+_DELIVERY_MODE = 1 << 12
+_PRIORITY = 1 << 11
+_CORRELATION_ID = 1 << 10
+_REPLY_TO = 1 << 9
+_EXPIRATION = 1 << 8
+
+
+class HeaderInfo(NamedTuple):
+    class_id: int
+    body_size: int
+    delivery_mode: int
+    priority: int | None
+    expiration: str | None
+    headers_raw: bytes | None
+
+
+class ContentHeaderError(Exception):
+    """A content header that does not parse."""
+
+
+def peek_header(payload: bytes) -> HeaderInfo:
+    try:
+        class_id, _weight, body_size, flags = _prefix.unpack_from(payload)
+        pos = 14
+        if flags & 1:  # continuation flags: none defined for basic; skip them
+            while True:
+                (more,) = _short.unpack_from(payload, pos)
+                pos += 2
+                if not more & 1:
+                    break
+        if flags & _CONTENT_TYPE:
+            pos += 1 + payload[pos]
+        if flags & _CONTENT_ENCODING:
+            pos += 1 + payload[pos]
+        headers_raw = None
+        if flags & _HEADERS:
+            (size,) = _long.unpack_from(payload, pos)
+            headers_raw = payload[pos : pos + 4 + size]
+            pos += 4 + size
+        delivery_mode = 0
+        if flags & _DELIVERY_MODE:
+            delivery_mode = payload[pos]
+            pos += 1
+        priority = None
+        if flags & _PRIORITY:
+            priority = payload[pos]
+            pos += 1
+        expiration = None
+        if flags & _EXPIRATION:
+            for bit in (_CORRELATION_ID, _REPLY_TO):
+                if flags & bit:
+                    pos += 1 + payload[pos]
+            size = payload[pos]
+            expiration = payload[pos + 1 : pos + 1 + size].decode()
+            pos += 1 + size
+        if pos > len(payload):
+            raise ContentHeaderError("content header shorter than its properties")
+    except (struct.error, IndexError, UnicodeDecodeError) as error:
+        raise ContentHeaderError(str(error)) from error
+    return HeaderInfo(class_id, body_size, delivery_mode, priority, expiration, headers_raw)
+
+
+def decode_headers(headers_raw: bytes | None) -> dict[str, Any]:
+    if not headers_raw:
+        return {}
+    _consumed, table = decode.field_table(headers_raw)
+    return table
+
+
+def header_frame(channel: int, payload: bytes) -> bytes:
+    return frame_head(FRAME_HEADER, channel, len(payload)) + payload + FRAME_END_BYTE
+
+
+def body_frames(channel: int, body: bytes, frame_max: int) -> list[bytes]:
+    """Body frames for one receiver, as a list of pieces for writelines."""
+    if not body:
+        return []
+    chunk = frame_max - FRAME_OVERHEAD
+    if len(body) <= chunk:
+        return [frame_head(FRAME_BODY, channel, len(body)), body, FRAME_END_BYTE]
+    pieces: list[bytes] = []
+    view = memoryview(body)
+    for start in range(0, len(body), chunk):
+        part = view[start : start + chunk]
+        pieces += (frame_head(FRAME_BODY, channel, len(part)), part, FRAME_END_BYTE)  # type: ignore[arg-type]
+    return pieces

@@ -1,0 +1,93 @@
+"""Split an incoming byte stream into AMQP frames.
+
+`FrameReader.feed(data)` returns every complete frame in the data seen so far as
+`(frame_type, channel, payload)` tuples and keeps the incomplete rest; bytes may arrive in
+any split, down to one at a time. A malformed frame raises `FrameError` carrying the
+connection-level reply text RabbitMQ would send. The protocol header is read separately
+by `read_protocol_header`.
+"""
+
+from __future__ import annotations
+
+import struct
+
+FRAME_METHOD = 1
+FRAME_HEADER = 2
+FRAME_BODY = 3
+FRAME_HEARTBEAT = 8
+FRAME_END = 0xCE
+FRAME_END_BYTE = b"\xce"
+FRAME_OVERHEAD = 8  # 7-byte header + frame-end octet
+
+PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+
+_frame_head = struct.Struct(">BHI")
+HEARTBEAT_FRAME = _frame_head.pack(FRAME_HEARTBEAT, 0, 0) + FRAME_END_BYTE
+
+
+class FrameError(Exception):
+    """The peer broke framing; the connection must close with 501 FRAME_ERROR."""
+
+    reply_code = 501
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def read_protocol_header(data: bytes) -> bool | None:
+    """None while fewer than 8 bytes are known, else whether they are our protocol header."""
+    if len(data) < 8:
+        return None
+    return bytes(data[:8]) == PROTOCOL_HEADER
+
+
+def frame_head(frame_type: int, channel: int, size: int) -> bytes:
+    return _frame_head.pack(frame_type, channel, size)
+
+
+def encode_frame(frame_type: int, channel: int, payload: bytes) -> bytes:
+    return _frame_head.pack(frame_type, channel, len(payload)) + payload + FRAME_END_BYTE
+
+
+class FrameReader:
+    """Incremental frame splitter with a frame_max limit (0 means unlimited)."""
+
+    __slots__ = ("_buffer", "frame_max")
+
+    def __init__(self, frame_max: int = 0) -> None:
+        self._buffer = bytearray()
+        self.frame_max = frame_max
+
+    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        buffer = self._buffer
+        buffer += data
+        frames: list[tuple[int, int, bytes]] = []
+        offset = 0
+        available = len(buffer)
+        unpack_head = _frame_head.unpack_from
+        limit = self.frame_max
+        while available - offset >= 7:
+            frame_type, channel, size = unpack_head(buffer, offset)
+            if limit and size + FRAME_OVERHEAD > limit:
+                raise FrameError(
+                    f"FRAME_ERROR - frame size {size + FRAME_OVERHEAD} exceeds "
+                    f"negotiated frame_max {limit}"
+                )
+            end = offset + 7 + size
+            if end >= available:
+                break
+            if buffer[end] != FRAME_END:
+                raise FrameError(
+                    f"FRAME_ERROR - type {frame_type}, first 16 octets = "
+                    f"{bytes(buffer[offset + 7: offset + 23])!r}: frame_end_marker_missing"
+                )
+            frames.append((frame_type, channel, bytes(buffer[offset + 7 : end])))
+            offset = end + 1
+        if offset:
+            del buffer[:offset]
+        return frames
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)

@@ -1,0 +1,168 @@
+"""Method frame payloads <-> values.
+
+The per-message methods (basic.publish, ack, nack, reject in; basic.deliver, get-ok and
+confirm acks out) are coded by hand with precompiled structs. Every other method goes
+through pamqp's generated classes. `decode_method` returns `(index, args)` where index is
+`class_id << 16 | method_id`; hot methods give a tuple, the rest a pamqp frame object.
+A payload that cannot be decoded raises `MethodSyntaxError`.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from pamqp import base, commands, encode
+
+from amqpd.wire.frames import FRAME_END_BYTE, FRAME_METHOD, frame_head
+
+BASIC_PUBLISH = 0x003C0028
+BASIC_ACK = 0x003C0050
+BASIC_REJECT = 0x003C005A
+BASIC_NACK = 0x003C0078
+
+_class_method = struct.Struct(">HH")
+_short = struct.Struct(">H")
+_tag_bits = struct.Struct(">QB")
+_deliver_prefix = b"\x00\x3c\x00\x3c"
+_get_ok_prefix = b"\x00\x3c\x00\x47"
+_ack_frame = struct.Struct(">BHIHHQBB")
+_long = struct.Struct(">I")
+
+
+class MethodSyntaxError(Exception):
+    """A method frame whose arguments do not decode."""
+
+    def __init__(self, index: int, detail: str) -> None:
+        super().__init__(detail)
+        self.index = index
+
+
+class UnknownMethodError(Exception):
+    """A class/method id pair that AMQP 0-9-1 does not define."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"unknown method {index >> 16}/{index & 0xFFFF}")
+        self.index = index
+
+
+def shortstr(value: str | bytes) -> bytes:
+    """Length-prefixed short string, as the wire wants it."""
+    raw = value.encode() if isinstance(value, str) else value
+    return bytes((len(raw),)) + raw
+
+
+def _decode_publish(payload: bytes) -> tuple[str, str, bool, bool]:
+    # ticket(2) exchange(shortstr) routing_key(shortstr) bits
+    pos = 6
+    size = payload[pos]
+    exchange = payload[pos + 1 : pos + 1 + size].decode()
+    pos += 1 + size
+    size = payload[pos]
+    routing_key = payload[pos + 1 : pos + 1 + size].decode()
+    pos += 1 + size
+    bits = payload[pos]
+    return exchange, routing_key, bool(bits & 1), bool(bits & 2)
+
+
+def _decode_ack(payload: bytes) -> tuple[int, bool]:
+    tag, bits = _tag_bits.unpack_from(payload, 4)
+    return tag, bool(bits & 1)
+
+
+def _decode_nack(payload: bytes) -> tuple[int, bool, bool]:
+    tag, bits = _tag_bits.unpack_from(payload, 4)
+    return tag, bool(bits & 1), bool(bits & 2)
+
+
+def _decode_reject(payload: bytes) -> tuple[int, bool]:
+    tag, bits = _tag_bits.unpack_from(payload, 4)
+    return tag, bool(bits & 1)
+
+
+_HOT_DECODERS = {
+    BASIC_PUBLISH: _decode_publish,
+    BASIC_ACK: _decode_ack,
+    BASIC_NACK: _decode_nack,
+    BASIC_REJECT: _decode_reject,
+}
+
+
+def decode_method(payload: bytes) -> tuple[int, Any]:
+    if len(payload) < 4:
+        raise MethodSyntaxError(0, "method frame shorter than its class and method ids")
+    class_id, method_id = _class_method.unpack_from(payload)
+    index = class_id << 16 | method_id
+    hot = _HOT_DECODERS.get(index)
+    try:
+        if hot is not None:
+            return index, hot(payload)
+        method_class = commands.INDEX_MAPPING.get(index)
+        if method_class is None:
+            raise UnknownMethodError(index)
+        method = method_class()
+        method.unmarshal(payload[4:])
+        return index, method
+    except (struct.error, IndexError, ValueError, UnicodeDecodeError, TypeError) as error:
+        raise MethodSyntaxError(index, str(error) or type(error).__name__) from error
+
+
+def encode_method(channel: int, method: base.Frame) -> bytes:
+    """A whole method frame for a pamqp method object, without pamqp's name validation
+    (RabbitMQ accepts any UTF-8 queue name, so replies must too)."""
+    parts = [_class_method.pack(method.index >> 16, method.index & 0xFFFF)]
+    bits = bit_count = 0
+    for name in method.__slots__:
+        data_type = method.amqp_type(name)
+        value = getattr(method, name, 0)
+        if data_type == "bit":
+            bits |= (1 << bit_count) if value else 0
+            bit_count += 1
+            continue
+        if bit_count:
+            parts.append(bytes((bits,)))
+            bits = bit_count = 0
+        parts.append(encode.by_type(value, data_type))
+    if bit_count:
+        parts.append(bytes((bits,)))
+    payload = b"".join(parts)
+    return frame_head(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END_BYTE
+
+
+def encode_deliver(
+    channel: int, consumer_tag: bytes, delivery_tag: int, redelivered: bool, exchange_rk: bytes
+) -> bytes:
+    """basic.deliver; consumer_tag and exchange_rk are already shortstr-encoded."""
+    size = 4 + len(consumer_tag) + 9 + len(exchange_rk)
+    return b"".join(
+        (
+            frame_head(FRAME_METHOD, channel, size),
+            _deliver_prefix,
+            consumer_tag,
+            _tag_bits.pack(delivery_tag, redelivered),
+            exchange_rk,
+            FRAME_END_BYTE,
+        )
+    )
+
+
+def encode_get_ok(
+    channel: int, delivery_tag: int, redelivered: bool, exchange_rk: bytes, message_count: int
+) -> bytes:
+    size = 4 + 9 + len(exchange_rk) + 4
+    return b"".join(
+        (
+            frame_head(FRAME_METHOD, channel, size),
+            _get_ok_prefix,
+            _tag_bits.pack(delivery_tag, redelivered),
+            exchange_rk,
+            _long.pack(message_count),
+            FRAME_END_BYTE,
+        )
+    )
+
+
+def encode_confirm(channel: int, delivery_tag: int, multiple: bool, ack: bool = True) -> bytes:
+    """basic.ack (or basic.nack) sent to a publisher in confirm mode."""
+    method_id = 80 if ack else 120
+    return _ack_frame.pack(FRAME_METHOD, channel, 13, 60, method_id, delivery_tag, multiple, 0xCE)

@@ -520,7 +520,7 @@ class Channel:
 
     def _settle(self, entries: list[Unacked], requeue: bool) -> None:
         kicked: set[Queue] = set()
-        for queue, _seq, _message, consumer in entries:
+        for _queue, _seq, _message, consumer in entries:
             if consumer is not None:
                 consumer.unacked -= 1
                 if consumer.tag in self.consumers:
@@ -543,9 +543,7 @@ class Channel:
     def _settle_later_or_now(self, tag: int, multiple: bool, requeue: bool) -> None:
         if self.transactional:
             self._check_known(tag, multiple)
-            self.tx_actions.append(
-                lambda: self._settle(self._take_unacked(tag, multiple), requeue)
-            )
+            self.tx_actions.append(lambda: self._settle(self._take_unacked(tag, multiple), requeue))
             return
         self._settle(self._take_unacked(tag, multiple), requeue)
 
@@ -617,4 +615,3 @@ class Channel:
         self.unacked.clear()
         if entries:
             self._requeue(entries)
-

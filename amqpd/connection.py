@@ -233,7 +233,9 @@ class Connection(asyncio.Protocol):
             except UnknownMethodError as error:
                 raise _hard(NOT_IMPLEMENTED, "unknown method", error.index) from None
             except MethodSyntaxError as error:
-                raise _hard(SYNTAX_ERROR, "method frame could not be decoded", error.index) from None
+                raise _hard(
+                    SYNTAX_ERROR, "method frame could not be decoded", error.index
+                ) from None
             if number == 0:
                 self._on_connection_method(index, args)
             else:
@@ -280,9 +282,7 @@ class Connection(asyncio.Protocol):
             return
         expected = _EXPECTED.get(self.state)
         if expected is not None and index != expected[0]:
-            raise _hard(
-                COMMAND_INVALID, f"expected '{expected[1]}', got a different method", index
-            )
+            raise _hard(COMMAND_INVALID, f"expected '{expected[1]}', got a different method", index)
         if self.state == AWAIT_START_OK:
             self._on_start_ok(args)
         elif self.state == AWAIT_TUNE_OK:
@@ -329,9 +329,7 @@ class Connection(asyncio.Protocol):
         server_frame_max = self.config.frame_max
         frame_max = args.frame_max or server_frame_max
         if frame_max < 4096:
-            raise _hard(
-                NOT_ALLOWED, f"frame_max={frame_max} < 4096 min size", args.index
-            )
+            raise _hard(NOT_ALLOWED, f"frame_max={frame_max} < 4096 min size", args.index)
         if frame_max > server_frame_max:
             raise _hard(
                 NOT_ALLOWED,
@@ -491,9 +489,7 @@ class Connection(asyncio.Protocol):
     def _heartbeat_tick(self) -> None:
         now = self._loop.time()
         if now - self._last_received > 2 * self.heartbeat:
-            log.info(
-                "missed heartbeats from client %s, timeout: %ds", self.peer, self.heartbeat
-            )
+            log.info("missed heartbeats from client %s, timeout: %ds", self.peer, self.heartbeat)
             self._timer = None
             if self.transport is not None:
                 self.transport.abort()

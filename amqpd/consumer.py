@@ -18,7 +18,16 @@ if TYPE_CHECKING:
 
 
 class ChannelConsumer:
-    __slots__ = ("tag", "tag_sstr", "queue", "channel", "no_ack", "exclusive", "prefetch", "unacked")
+    __slots__ = (
+        "tag",
+        "tag_sstr",
+        "queue",
+        "channel",
+        "no_ack",
+        "exclusive",
+        "prefetch",
+        "unacked",
+    )
 
     def __init__(
         self,

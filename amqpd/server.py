@@ -31,7 +31,9 @@ class Broker:
     def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
         self.scheduler = TickScheduler(loop)
-        self.vhosts = {name: VHost(name, schedule=self.scheduler.dispatch) for name in config.vhosts}
+        self.vhosts = {
+            name: VHost(name, schedule=self.scheduler.dispatch) for name in config.vhosts
+        }
         self.connections: set[Connection] = set()
 
 

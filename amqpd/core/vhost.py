@@ -156,9 +156,7 @@ class VHost:
         if exchange is None:
             return  # RabbitMQ treats deleting a missing exchange as success
         if if_unused and exchange.has_bindings():
-            raise ChannelError(
-                PRECONDITION_FAILED, f"{describe_exchange(name, self.name)} in use"
-            )
+            raise ChannelError(PRECONDITION_FAILED, f"{describe_exchange(name, self.name)} in use")
         self._remove_exchange(exchange)
 
     def _remove_exchange(self, exchange: Exchange) -> None:
@@ -193,15 +191,14 @@ class VHost:
         arguments = arguments or {}
         if passive:
             return self.queue(name, owner)
-        if name == "":
+        generated = name == ""
+        if generated:
             name = generated_queue_name()
         existing = self.queues.get(name)
         if existing is not None:
             self._check_exclusive(existing, owner)
             check_flag("queue", name, self.name, "durable", durable, existing.durable)
-            check_flag(
-                "queue", name, self.name, "auto_delete", auto_delete, existing.auto_delete
-            )
+            check_flag("queue", name, self.name, "auto_delete", auto_delete, existing.auto_delete)
             if exclusive != existing.exclusive:
                 self._check_exclusive(existing, None if exclusive else owner)
                 check_flag("queue", name, self.name, "exclusive", exclusive, existing.exclusive)
@@ -209,7 +206,7 @@ class VHost:
                 "queue", name, self.name, arguments, existing.arguments, QUEUE_ARGUMENTS_CHECKED
             )
             return existing
-        if name.startswith("amq."):
+        if name.startswith("amq.") and not generated:
             raise ChannelError(
                 ACCESS_REFUSED, f"queue name '{name}' contains reserved prefix 'amq.*'"
             )
@@ -284,7 +281,11 @@ class VHost:
             raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
 
     def bind_queue(
-        self, queue_name: str, exchange_name: str, routing_key: str, arguments: dict[str, Any],
+        self,
+        queue_name: str,
+        exchange_name: str,
+        routing_key: str,
+        arguments: dict[str, Any],
         owner: object,
     ) -> None:
         self._check_not_default(exchange_name)
@@ -295,7 +296,11 @@ class VHost:
         queue.bound_from.add(exchange)
 
     def unbind_queue(
-        self, queue_name: str, exchange_name: str, routing_key: str, arguments: dict[str, Any],
+        self,
+        queue_name: str,
+        exchange_name: str,
+        routing_key: str,
+        arguments: dict[str, Any],
         owner: object,
     ) -> None:
         self._check_not_default(exchange_name)

@@ -80,7 +80,7 @@ class FrameReader:
             if buffer[end] != FRAME_END:
                 raise FrameError(
                     f"FRAME_ERROR - type {frame_type}, first 16 octets = "
-                    f"{bytes(buffer[offset + 7: offset + 23])!r}: frame_end_marker_missing"
+                    f"{bytes(buffer[offset + 7 : offset + 23])!r}: frame_end_marker_missing"
                 )
             frames.append((frame_type, channel, bytes(buffer[offset + 7 : end])))
             offset = end + 1

@@ -1,0 +1,324 @@
+"""Daemon configuration: YAML file, AMQPD_* environment and flags -> one frozen `Config`.
+
+`load_config(argv, environ)` merges, in rising precedence, the defaults, the YAML file
+(`--config` or AMQPD_CONFIG), AMQPD_<KEY> environment variables and command-line flags,
+validates everything and returns an immutable `Config`, or raises `ConfigError` whose
+message names the offending key and where it came from. No module-level state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any, NoReturn
+
+import yaml
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+FSYNC_POLICIES = ("always", "interval", "never")
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; str(error) is one line saying what and where."""
+
+
+@dataclass(frozen=True)
+class Permission:
+    """RabbitMQ-style permission regexes of one user on one vhost ("" matches nothing)."""
+
+    configure: str = ".*"
+    write: str = ".*"
+    read: str = ".*"
+
+
+@dataclass(frozen=True)
+class User:
+    """A login: name, plain-text password and the vhosts it may use (vhost -> Permission)."""
+
+    name: str
+    password: str = field(repr=False)
+    permissions: Mapping[str, Permission] = field(hash=False)
+
+    def __post_init__(self) -> None:
+        # Store a read-only copy so a Config can never be mutated through a user.
+        object.__setattr__(self, "permissions", MappingProxyType(dict(self.permissions)))
+
+    def permission(self, vhost: str) -> Permission | None:
+        """The user's permission on `vhost`, or None if it has no access there."""
+        return self.permissions.get(vhost)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the server needs to start; see config/amqpd.yaml for each key."""
+
+    bind: str = "127.0.0.1"
+    port: int = 5672
+    data_dir: str = "./amqpd-data"
+    log_level: str = "info"
+    heartbeat: int = 60
+    frame_max: int = 131072
+    channel_max: int = 2047
+    max_message_size: int = 134217728
+    handshake_timeout: float = 10.0
+    fsync: str = "always"
+    fsync_interval_ms: int = 200
+    vhosts: tuple[str, ...] = ("/",)
+    users: tuple[User, ...] = (User("guest", "guest", {"/": Permission()}),)
+
+    def user(self, name: str) -> User | None:
+        """The configured user called `name`, or None."""
+        for user in self.users:
+            if user.name == name:
+                return user
+        return None
+
+
+# --- scalar keys: how to parse a string (env/flag) and which values are allowed --------------
+
+
+def _check_int(low: int, high: int | None) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if high is None:
+            return None if value >= low else f"must be >= {low}"
+        return None if low <= value <= high else f"must be between {low} and {high}"
+
+    return check
+
+
+def _check_positive_float(value: Any) -> str | None:
+    return None if math.isfinite(value) and value > 0 else "must be a finite number > 0"
+
+
+def _check_nonempty(value: Any) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _check_choice(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else "must be one of " + ", ".join(choices)
+
+    return check
+
+
+@dataclass(frozen=True)
+class _Scalar:
+    kind: type
+    check: Callable[[Any], str | None]
+    lower: bool = False
+
+
+SCALARS: Mapping[str, _Scalar] = MappingProxyType(
+    {
+        "bind": _Scalar(str, _check_nonempty),
+        "port": _Scalar(int, _check_int(0, 65535)),
+        "data_dir": _Scalar(str, _check_nonempty),
+        "log_level": _Scalar(str, _check_choice(LOG_LEVELS), lower=True),
+        "heartbeat": _Scalar(int, _check_int(0, 65535)),
+        "frame_max": _Scalar(int, _check_int(4096, 2**32 - 1)),
+        "channel_max": _Scalar(int, _check_int(1, 65535)),
+        "max_message_size": _Scalar(int, _check_int(1, None)),
+        "handshake_timeout": _Scalar(float, _check_positive_float),
+        "fsync": _Scalar(str, _check_choice(FSYNC_POLICIES), lower=True),
+        "fsync_interval_ms": _Scalar(int, _check_int(1, None)),
+    }
+)
+LIST_KEYS = ("vhosts", "users")
+FLAG_KEYS = ("bind", "port", "data_dir", "log_level")
+ENV_PREFIX = "AMQPD_"
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
+
+
+def _scalar(key: str, raw: Any, where: str, parse: bool = True) -> Any:
+    """Convert and validate one scalar; strings (env, flags) are parsed, YAML must be typed."""
+    spec = SCALARS[key]
+    value = raw
+    if parse and isinstance(raw, str) and spec.kind is not str:
+        try:
+            value = spec.kind(raw.strip())
+        except ValueError:
+            value = raw
+    ok_type = isinstance(value, spec.kind) and not isinstance(value, bool)
+    if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok_type = float(value), True
+    if not ok_type:
+        raise ConfigError(f"{key} must be {TYPE_NAMES[spec.kind]}, got {raw!r} ({where})")
+    if spec.lower:
+        value = value.lower()
+    problem = spec.check(value)
+    if problem:
+        raise ConfigError(f"{key} {problem}, got {raw!r} ({where})")
+    return value
+
+
+# --- vhosts and users (YAML only) --------------------------------------------------------------
+
+
+def _vhosts(raw: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"vhosts must be a non-empty list of names ({where})")
+    names: list[str] = []
+    for item in raw:
+        if not isinstance(item, str) or not item:
+            raise ConfigError(f"vhosts: names must be non-empty strings, got {item!r} ({where})")
+        if item in names:
+            raise ConfigError(f"vhosts: {item!r} is listed twice ({where})")
+        names.append(item)
+    return tuple(names)
+
+
+def _permission(raw: Any, at: str) -> Permission:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{at} must be a mapping with configure, write, read")
+    _no_unknown(raw, ("configure", "write", "read"), at)
+    values: dict[str, str] = {}
+    for kind in ("configure", "write", "read"):
+        pattern = raw.get(kind, ".*")
+        if not isinstance(pattern, str):
+            raise ConfigError(f"{at}.{kind} must be a string regex, got {pattern!r}")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"{at}.{kind} is not a valid regex {pattern!r}: {exc}") from None
+        values[kind] = pattern
+    return Permission(**values)
+
+
+def _users(raw: Any, vhosts: tuple[str, ...], where: str) -> tuple[User, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"users must be a list of {{name, password, permissions}} ({where})")
+    users: list[User] = []
+    for index, item in enumerate(raw):
+        at = f"users[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{at} must be a mapping with name, password, permissions ({where})")
+        _no_unknown(item, ("name", "password", "permissions"), f"{at} ({where})")
+        name, password = item.get("name"), item.get("password")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{at}.name must be a non-empty string, got {name!r} ({where})")
+        at = f"users[{index}] ({name})"
+        if any(user.name == name for user in users):
+            raise ConfigError(f"{at}: user {name!r} is defined twice ({where})")
+        if not isinstance(password, str):
+            raise ConfigError(f"{at}.password must be a string, got {password!r} ({where})")
+        perms_raw = item.get("permissions") or {}
+        if not isinstance(perms_raw, dict):
+            raise ConfigError(f"{at}.permissions must map vhost -> permission ({where})")
+        perms: dict[str, Permission] = {}
+        for vhost, perm in perms_raw.items():
+            if vhost not in vhosts:
+                raise ConfigError(
+                    f"{at}.permissions names vhost {vhost!r}, which is not in vhosts ({where})"
+                )
+            perms[vhost] = _permission(perm, f"{at}.permissions[{vhost!r}] ({where})")
+        users.append(User(name, password, perms))
+    return tuple(users)
+
+
+def _no_unknown(mapping: Mapping[Any, Any], allowed: Sequence[str], where: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            raise ConfigError(f"unknown key {key!r} in {where}; allowed: {', '.join(allowed)}")
+
+
+# --- sources -----------------------------------------------------------------------------------
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises ConfigError instead of printing usage and exiting 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"command line: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line flags; each overrides the environment and the YAML file."""
+    from amqpd import __version__
+
+    parser = _ArgumentParser(
+        prog="amqpd",
+        description="A standalone AMQP 0-9-1 broker that behaves like RabbitMQ.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (env AMQPD_CONFIG)")
+    parser.add_argument("--bind", metavar="ADDR", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--port", metavar="N", help="listen port, 0 = any free (default 5672)")
+    parser.add_argument("--data-dir", metavar="DIR", help="data directory (default ./amqpd-data)")
+    parser.add_argument(
+        "--log-level", metavar="LEVEL", help="debug, info, warning or error (default info)"
+    )
+    parser.add_argument("--version", action="version", version=f"amqpd {__version__}")
+    return parser
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {exc.reason}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: YAML syntax error: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {data!r:.40}")
+    return data
+
+
+def load_config(
+    argv: list[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Merge defaults < YAML file < AMQPD_* environment < flags into a validated Config.
+
+    `argv` excludes the program name (None: sys.argv[1:]); `environ` defaults to os.environ.
+    Raises ConfigError on any problem. `--help`/`--version` raise SystemExit(0) as usual.
+    """
+    env = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+
+    values: dict[str, Any] = {}
+    path = args.config if args.config is not None else env.get(ENV_PREFIX + "CONFIG") or None
+    if path is not None:
+        where = f"in {path}"
+        data = _read_yaml(path)
+        _no_unknown(data, [f.name for f in fields(Config)], path)
+        for key, raw in data.items():
+            if key in SCALARS:
+                values[key] = _scalar(key, raw, where, parse=False)
+        if "vhosts" in data:
+            values["vhosts"] = _vhosts(data["vhosts"], where)
+        if "users" in data:
+            values["users"] = _users(data["users"], values.get("vhosts", Config.vhosts), where)
+        elif "vhosts" in data:
+            for user in Config.users:
+                for vhost in user.permissions:
+                    if vhost not in values["vhosts"]:
+                        raise ConfigError(
+                            f"vhosts leaves out {vhost!r}, which the default user {user.name!r} "
+                            f"needs; list it or define users too ({where})"
+                        )
+
+    for key in SCALARS:
+        name = ENV_PREFIX + key.upper()
+        raw = env.get(name)
+        if raw is not None and raw.strip() != "":
+            values[key] = _scalar(key, raw, f"from {name}")
+
+    for key in FLAG_KEYS:
+        raw = getattr(args, key)
+        if raw is not None:
+            values[key] = _scalar(key, raw, f"from --{key.replace('_', '-')}")
+
+    return Config(**values)

@@ -1,8 +1,9 @@
 """Logins and permissions: SASL PLAIN and AMQPLAIN, RabbitMQ-style permission regexes.
 
-`authenticate(config, mechanism, response)` returns the `User` or None. `Access` holds one
-user's compiled configure/write/read patterns on one vhost; `check` raises the 403 channel
-error RabbitMQ sends when a resource name does not match. An empty pattern grants nothing.
+`parse_credentials` reads a SASL response; `authenticate` returns the `User` or None.
+`Access` holds one user's compiled configure/write/read patterns on one vhost; `check`
+raises the 403 channel error RabbitMQ sends when a resource name does not match. An empty
+pattern grants nothing.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pamqp import decode
 from amqpd.config import Config, Permission, User
 from amqpd.core.errors import ACCESS_REFUSED, ChannelError
 
-MECHANISMS = ("PLAIN", "AMQPLAIN")
+MECHANISMS = ("AMQPLAIN", "PLAIN")
 
 
-def _credentials(mechanism: str, response: bytes) -> tuple[str, str] | None:
+def parse_credentials(mechanism: str, response: bytes) -> tuple[str, str] | None:
+    """(login, password) from a SASL response, or None if it does not parse."""
     if mechanism == "PLAIN":
         parts = response.split(b"\x00")
         if len(parts) != 3:
@@ -41,12 +43,9 @@ def _credentials(mechanism: str, response: bytes) -> tuple[str, str] | None:
     return None
 
 
-def authenticate(config: Config, mechanism: str, response: bytes) -> User | None:
-    credentials = _credentials(mechanism, response)
-    if credentials is None:
-        return None
-    user = config.user(credentials[0])
-    if user is None or not hmac.compare_digest(user.password.encode(), credentials[1].encode()):
+def authenticate(config: Config, login: str, password: str) -> User | None:
+    user = config.user(login)
+    if user is None or not hmac.compare_digest(user.password.encode(), password.encode()):
         return None
     return user
 

@@ -15,8 +15,10 @@ from pamqp import base, commands
 
 from amqpd.auth import Access
 from amqpd.consumer import ChannelConsumer
+from amqpd.core.arguments import validate_consumer_arguments
 from amqpd.core.errors import (
     ACCESS_REFUSED,
+    COMMAND_INVALID,
     NOT_ALLOWED,
     NOT_FOUND,
     NOT_IMPLEMENTED,
@@ -33,16 +35,19 @@ from amqpd.core.queue import Queue
 from amqpd.core.vhost import VHost
 from amqpd.wire.content import ContentHeaderError, body_frames, header_frame, peek_header
 from amqpd.wire.methods import (
+    ACCESS_REQUEST,
     BASIC_ACK,
     BASIC_NACK,
     BASIC_PUBLISH,
     BASIC_REJECT,
+    encode_access_request_ok,
     encode_confirm,
     encode_deliver,
     encode_get_ok,
     encode_method,
 )
 
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 Unacked = tuple[Queue, int, Message, ChannelConsumer | None]
 
 
@@ -55,6 +60,7 @@ class ChannelHost(Protocol):
     cancel_notify: bool
     max_message_size: int
     writable: bool
+    user: str
 
     def send(self, data: bytes) -> None: ...
 
@@ -71,7 +77,6 @@ class Channel:
         self.access = host.access
         self.open = True
         self.closing = False  # we sent channel.close and wait for close-ok
-        self.flow_active = True
         self.consumers: dict[str, ChannelConsumer] = {}
         self.unacked: dict[int, Unacked] = {}
         self.next_tag = 1
@@ -90,6 +95,7 @@ class Channel:
         self._body_left = 0
         self._handlers: dict[int, Callable[[Any], None]] = {
             commands.Channel.Flow.index: self._on_flow,
+            ACCESS_REQUEST: self._on_access_request,
             commands.Exchange.Declare.index: self._on_exchange_declare,
             commands.Exchange.Delete.index: self._on_exchange_delete,
             commands.Exchange.Bind.index: self._on_exchange_bind,
@@ -121,21 +127,21 @@ class Channel:
         self.host.send(encode_method(self.number, method))
 
     def deliverable(self) -> bool:
-        return self.flow_active and self.host.writable and not self.closing
+        return self.host.writable and not self.closing
 
     @property
     def expecting_content(self) -> bool:
         return self._publish is not None
 
+    def expected_content_text(self) -> str:
+        if self._header_info is None:
+            return "expected content header for class 60, got non content header frame instead"
+        return "expected content body, got non content body frame instead"
+
     def handle_method(self, index: int, args: Any) -> None:
-        if self._publish is not None:
-            raise ConnectionError_(
-                UNEXPECTED_FRAME,
-                "expected content header for class 60, got non content header frame instead",
-            )
         handler = self._handlers.get(index)
         if handler is None:
-            raise ConnectionError_(NOT_IMPLEMENTED, "unknown method")
+            raise ConnectionError_(COMMAND_INVALID, "unimplemented method", index)
         handler(args)
 
     # -- content assembly -------------------------------------------------------------
@@ -146,22 +152,32 @@ class Channel:
                 UNEXPECTED_FRAME, "expected method frame, got non method frame instead"
             )
         if self._header_info is not None:
-            raise ConnectionError_(
-                UNEXPECTED_FRAME, "expected content body, got non content body frame instead"
-            )
+            raise ConnectionError_(UNEXPECTED_FRAME, self.expected_content_text(), BASIC_PUBLISH)
         try:
             info = peek_header(payload)
-        except ContentHeaderError as error:
-            raise ConnectionError_(UNEXPECTED_FRAME, f"malformed content header: {error}") from None
+        except ContentHeaderError:
+            raise ConnectionError_(
+                UNEXPECTED_FRAME, self.expected_content_text(), BASIC_PUBLISH
+            ) from None
         if info.class_id != 60:
             raise ConnectionError_(
                 UNEXPECTED_FRAME,
-                f"expected content header for class 60, got content header for class "
-                f"{info.class_id} instead",
+                f"expected content header for class 60, got one for class {info.class_id} "
+                "instead",
+                BASIC_PUBLISH,
             )
+        if info.weight:
+            raise ConnectionError_(UNEXPECTED_FRAME, self.expected_content_text(), BASIC_PUBLISH)
         self._header = payload
         self._header_info = info
         self._body_left = info.body_size
+        if info.user_id is not None and info.user_id != self.host.user:
+            self._reset_content()
+            raise ChannelError(
+                PRECONDITION_FAILED,
+                f"user_id property set to '{info.user_id}' but authenticated user was "
+                f"'{self.host.user}'",
+            )
         if info.body_size > self.host.max_message_size:
             self._reset_content()
             raise ChannelError(
@@ -178,17 +194,12 @@ class Channel:
                 raise ConnectionError_(
                     UNEXPECTED_FRAME, "expected method frame, got non method frame instead"
                 )
-            raise ConnectionError_(
-                UNEXPECTED_FRAME,
-                "expected content header for class 60, got non content header frame instead",
-            )
+            raise ConnectionError_(UNEXPECTED_FRAME, self.expected_content_text(), BASIC_PUBLISH)
         self._body.append(payload)
         self._body_left -= len(payload)
-        if self._body_left <= 0:
-            if self._body_left < 0:
-                raise ConnectionError_(
-                    UNEXPECTED_FRAME, "content body larger than the size in its header"
-                )
+        # Like RabbitMQ, a body longer than announced is not complete: the channel keeps
+        # waiting for body frames and the next method frame is the error.
+        if self._body_left == 0:
             self._complete_publish()
 
     def _reset_content(self) -> None:
@@ -212,10 +223,12 @@ class Channel:
     # -- channel class ----------------------------------------------------------------
 
     def _on_flow(self, args: commands.Channel.Flow) -> None:
-        self.flow_active = bool(args.active)
-        self.reply(commands.Channel.FlowOk(active=self.flow_active))
-        if self.flow_active:
-            self.kick_consumers()
+        if not args.active:
+            raise ConnectionError_(NOT_IMPLEMENTED, "active=false")
+        self.reply(commands.Channel.FlowOk(active=True))
+
+    def _on_access_request(self, args: Any) -> None:
+        self.host.send(encode_access_request_ok(self.number))
 
     # -- exchange class ---------------------------------------------------------------
 
@@ -340,9 +353,12 @@ class Channel:
         self.kick_consumers()
 
     def _on_consume(self, args: commands.Basic.Consume) -> None:
+        if args.queue == DIRECT_REPLY_TO and not args.no_ack:
+            raise ChannelError(PRECONDITION_FAILED, "reply consumer cannot acknowledge")
         name = self._queue_name(args.queue)
         self.access.check("read", "queue", name)
         queue = self.vhost.queue(name, self.host)
+        validate_consumer_arguments(queue.name, self.vhost.name, args.arguments or {})
         tag = args.consumer_tag or generated_consumer_tag()
         if tag in self.consumers:
             raise ConnectionError_(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'")
@@ -505,13 +521,13 @@ class Channel:
                 taken = list(unacked.values())
                 unacked.clear()
                 return taken
+            if tag not in unacked:
+                raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
             tags = []
             for candidate in unacked:
                 if candidate > tag:
                     break
                 tags.append(candidate)
-            if not tags and tag not in unacked:
-                raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
             return [unacked.pop(candidate) for candidate in tags]
         entry = unacked.pop(tag, None)
         if entry is None:
@@ -548,11 +564,8 @@ class Channel:
         self._settle(self._take_unacked(tag, multiple), requeue)
 
     def _check_known(self, tag: int, multiple: bool) -> None:
-        if tag in self.unacked or (multiple and tag == 0):
-            return
-        if multiple and self.unacked and next(iter(self.unacked)) <= tag:
-            return
-        raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
+        if tag not in self.unacked and not (multiple and tag == 0):
+            raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
 
     def _on_ack(self, args: tuple[int, bool]) -> None:
         tag, multiple = args

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pamqp import base, commands
 
 from amqpd import __version__
-from amqpd.auth import MECHANISMS, Access, authenticate
+from amqpd.auth import MECHANISMS, Access, authenticate, parse_credentials
 from amqpd.channel import Channel
 from amqpd.core.errors import (
     ACCESS_REFUSED,
@@ -27,13 +27,13 @@ from amqpd.core.errors import (
     INTERNAL_ERROR,
     NOT_ALLOWED,
     NOT_IMPLEMENTED,
-    SYNTAX_ERROR,
     UNEXPECTED_FRAME,
     AMQPError,
     ChannelError,
     ConnectionError_,
 )
 from amqpd.core.vhost import VHost
+from amqpd.wire.erlang import erlang_binary
 from amqpd.wire.frames import (
     FRAME_BODY,
     FRAME_HEADER,
@@ -61,10 +61,15 @@ CONNECTION_CLOSE_OK = commands.Connection.CloseOk.index
 # Handshake states, in order.
 AWAIT_HEADER, AWAIT_START_OK, AWAIT_TUNE_OK, AWAIT_OPEN, OPEN, CLOSING, CLOSED = range(7)
 _EXPECTED = {
-    AWAIT_START_OK: (commands.Connection.StartOk.index, "connection.start_ok"),
-    AWAIT_TUNE_OK: (commands.Connection.TuneOk.index, "connection.tune_ok"),
-    AWAIT_OPEN: (commands.Connection.Open.index, "connection.open"),
+    AWAIT_START_OK: commands.Connection.StartOk.index,
+    AWAIT_TUNE_OK: commands.Connection.TuneOk.index,
+    AWAIT_OPEN: commands.Connection.Open.index,
 }
+BASIC_PUBLISH = commands.Basic.Publish.index
+
+
+class HandshakeFailed(Exception):
+    """A handshake error RabbitMQ answers by dropping the socket without a close frame."""
 
 
 def server_properties() -> dict[str, Any]:
@@ -145,7 +150,10 @@ class Connection(asyncio.Protocol):
             try:
                 self._on_frame(frame_type, number, payload)
             except ConnectionError_ as error:
-                self._close_connection(error.code, error.text, getattr(error, "index", 0))
+                self._close_connection(error.code, error.text, error.index)
+            except HandshakeFailed as failure:
+                log.info("handshake with %s failed: %s", self.peer, failure)
+                self._shutdown_transport()
             except Exception:
                 log.exception("internal error on connection %s", self.peer)
                 self._close_connection(INTERNAL_ERROR, "INTERNAL_ERROR", 0)
@@ -231,20 +239,30 @@ class Connection(asyncio.Protocol):
             try:
                 index, args = decode_method(payload)
             except UnknownMethodError as error:
-                raise _hard(NOT_IMPLEMENTED, "unknown method", error.index) from None
-            except MethodSyntaxError as error:
                 raise _hard(
-                    SYNTAX_ERROR, "method frame could not be decoded", error.index
+                    NOT_IMPLEMENTED,
+                    f"unknown class/method {error.index >> 16}/{error.index & 0xFFFF}",
+                    error.index,
+                ) from None
+            except MethodSyntaxError as error:
+                if error.index == 0:
+                    raise _unknown_frame(frame_type, payload) from None
+                raise _hard(
+                    FRAME_ERROR, f"cannot decode {erlang_binary(payload[4:])}", error.index
                 ) from None
             if number == 0:
-                self._on_connection_method(index, args)
+                self._on_connection_method(index, args, payload)
             else:
-                self._on_channel_method(number, index, args)
+                self._on_channel_method(number, index, args, payload)
         elif frame_type == FRAME_HEADER or frame_type == FRAME_BODY:
+            if frame_type == FRAME_HEADER and len(payload) < 14:
+                raise _unknown_frame(frame_type, payload)
+            if self.state == CLOSING:
+                return
+            if number == 0 or self.state != OPEN:
+                raise _unexpected_frame(frame_type, payload)
             channel = self.channels.get(number)
-            if self.state != OPEN or number == 0 or channel is None:
-                if self.state == CLOSING:
-                    return
+            if channel is None:
                 raise _hard(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
             if channel.closing:
                 return
@@ -254,18 +272,18 @@ class Connection(asyncio.Protocol):
                 else:
                     channel.handle_body(payload)
             except ChannelError as error:
-                self._close_channel(channel, error, commands.Basic.Publish.index)
-            except ConnectionError_ as error:
-                raise _hard(error.code, error.text.partition(" - ")[2], 0) from None
+                self._close_channel(channel, error, BASIC_PUBLISH)
         elif frame_type == FRAME_HEARTBEAT:
+            if payload:
+                raise _unknown_frame(frame_type, payload)
             if number != 0:
-                raise _hard(FRAME_ERROR, "heartbeat frame on a non-zero channel")
+                raise _unexpected_frame(frame_type, payload)
         else:
-            raise _hard(FRAME_ERROR, f"unknown frame type {frame_type}")
+            raise _unknown_frame(frame_type, payload)
 
     # -- connection class ----------------------------------------------------------
 
-    def _on_connection_method(self, index: int, args: Any) -> None:
+    def _on_connection_method(self, index: int, args: Any, payload: bytes) -> None:
         if self.state == CLOSING:
             if index == CONNECTION_CLOSE_OK:
                 self._shutdown_transport()
@@ -274,25 +292,24 @@ class Connection(asyncio.Protocol):
                 self.flush()
                 self._shutdown_transport()
             return
+        expected = _EXPECTED.get(self.state)
+        if expected is not None:
+            if index != expected:
+                raise HandshakeFailed(f"unexpected method {index >> 16}/{index & 0xFFFF}")
+            if self.state == AWAIT_START_OK:
+                self._on_start_ok(args)
+            elif self.state == AWAIT_TUNE_OK:
+                self._on_tune_ok(args)
+            else:
+                self._on_open(args, index)
+            return
         if index == CONNECTION_CLOSE:
             self._release_all()
             self._send_method(0, commands.Connection.CloseOk())
             self.flush()
             self._shutdown_transport()
-            return
-        expected = _EXPECTED.get(self.state)
-        if expected is not None and index != expected[0]:
-            raise _hard(COMMAND_INVALID, f"expected '{expected[1]}', got a different method", index)
-        if self.state == AWAIT_START_OK:
-            self._on_start_ok(args)
-        elif self.state == AWAIT_TUNE_OK:
-            self._on_tune_ok(args)
-        elif self.state == AWAIT_OPEN:
-            self._on_open(args, index)
-        elif index == CONNECTION_CLOSE_OK:
-            return
-        else:
-            raise _hard(COMMAND_INVALID, "unexpected method on channel 0", index)
+        elif index != CONNECTION_CLOSE_OK:
+            raise _hard(CHANNEL_ERROR, "unexpected method in connection state running", index)
 
     def _on_start_ok(self, args: commands.Connection.StartOk) -> None:
         capabilities = (args.client_properties or {}).get("capabilities") or {}
@@ -300,19 +317,19 @@ class Connection(asyncio.Protocol):
         response = args.response
         raw = response.encode() if isinstance(response, str) else bytes(response or b"")
         if args.mechanism not in MECHANISMS:
-            raise _hard(
-                ACCESS_REFUSED,
-                f"unsupported authentication mechanism '{args.mechanism}'",
-                args.index,
-            )
-        user = authenticate(self.config, args.mechanism, raw)
+            raise HandshakeFailed(f"unsupported authentication mechanism '{args.mechanism}'")
+        credentials = parse_credentials(args.mechanism, raw)
+        if credentials is None:
+            raise HandshakeFailed(f"malformed {args.mechanism} response")
+        user = authenticate(self.config, *credentials)
         if user is None:
             log.warning("login refused for %s using %s", self.peer, args.mechanism)
+            if not capabilities.get("authentication_failure_close"):
+                raise HandshakeFailed("login refused")
             raise _hard(
                 ACCESS_REFUSED,
                 f"Login was refused using authentication mechanism {args.mechanism}."
                 " For details see the broker logfile.",
-                args.index,
             )
         self.user = user.name
         self.state = AWAIT_TUNE_OK
@@ -326,23 +343,11 @@ class Connection(asyncio.Protocol):
         )
 
     def _on_tune_ok(self, args: commands.Connection.TuneOk) -> None:
-        server_frame_max = self.config.frame_max
-        frame_max = args.frame_max or server_frame_max
-        if frame_max < 4096:
-            raise _hard(NOT_ALLOWED, f"frame_max={frame_max} < 4096 min size", args.index)
-        if frame_max > server_frame_max:
-            raise _hard(
-                NOT_ALLOWED,
-                f"frame_max={frame_max} > {server_frame_max} max size",
-                args.index,
-            )
-        channel_max = args.channel_max or self.config.channel_max
-        if channel_max > self.config.channel_max:
-            raise _hard(
-                NOT_ALLOWED,
-                f"channel_max={channel_max} > {self.config.channel_max} max size",
-                args.index,
-            )
+        frame_max, channel_max = args.frame_max, args.channel_max
+        if not 4096 <= frame_max <= self.config.frame_max:
+            raise HandshakeFailed(f"negotiated frame_max = {frame_max} is out of range")
+        if not 1 <= channel_max <= self.config.channel_max:
+            raise HandshakeFailed(f"negotiated channel_max = {channel_max} is out of range")
         self.frame_max = frame_max
         self.reader.frame_max = frame_max
         self.channel_max = channel_max
@@ -374,20 +379,24 @@ class Connection(asyncio.Protocol):
 
     # -- channels -------------------------------------------------------------------
 
-    def _on_channel_method(self, number: int, index: int, args: Any) -> None:
+    def _on_channel_method(self, number: int, index: int, args: Any, payload: bytes) -> None:
         if self.state == CLOSING:
             return
         if self.state != OPEN:
-            raise _hard(CHANNEL_ERROR, "expected 'connection.open'", index)
+            if self.state == AWAIT_OPEN:
+                raise _unexpected_frame(FRAME_METHOD, payload)
+            raise HandshakeFailed("channel method during the handshake")
+        if index >> 16 == 10:
+            raise _hard(COMMAND_INVALID, "unimplemented method", index)
         channel = self.channels.get(number)
         if channel is None:
             if index != CHANNEL_OPEN:
                 raise _hard(CHANNEL_ERROR, "expected 'channel.open'", index)
-            if number > self.channel_max:
+            if len(self.channels) >= self.channel_max:
                 raise _hard(
-                    CHANNEL_ERROR,
-                    f"channel number {number} exceeds channel_max {self.channel_max}",
-                    index,
+                    NOT_ALLOWED,
+                    f"number of channels opened ({len(self.channels)}) has reached the "
+                    f"negotiated channel_max ({self.channel_max})",
                 )
             self.channels[number] = Channel(number, self)
             self._send_method(number, commands.Channel.OpenOk())
@@ -398,6 +407,8 @@ class Connection(asyncio.Protocol):
             elif index == CHANNEL_CLOSE:
                 self._send_method(number, commands.Channel.CloseOk())
             return
+        if channel.expecting_content:
+            raise _hard(UNEXPECTED_FRAME, channel.expected_content_text(), BASIC_PUBLISH)
         if index == CHANNEL_CLOSE:
             channel.release()
             del self.channels[number]
@@ -410,7 +421,8 @@ class Connection(asyncio.Protocol):
         except ChannelError as error:
             self._close_channel(channel, error, index)
         except ConnectionError_ as error:
-            error.index = index  # type: ignore[attr-defined]
+            if not error.index:
+                error.index = index
             raise
 
     def _close_channel(self, channel: Channel, error: AMQPError, index: int) -> None:
@@ -501,6 +513,14 @@ class Connection(asyncio.Protocol):
 
 
 def _hard(code: int, detail: str, index: int = 0) -> ConnectionError_:
-    error = ConnectionError_(code, detail)
-    error.index = index  # type: ignore[attr-defined]
-    return error
+    return ConnectionError_(code, detail, index)
+
+
+def _unknown_frame(frame_type: int, payload: bytes) -> ConnectionError_:
+    return _hard(
+        FRAME_ERROR, f"type {frame_type}, all octets = {erlang_binary(payload)}: unknown_frame"
+    )
+
+
+def _unexpected_frame(frame_type: int, payload: bytes) -> ConnectionError_:
+    return _hard(UNEXPECTED_FRAME, f"type {frame_type}, all octets = {erlang_binary(payload)}")

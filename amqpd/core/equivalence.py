@@ -56,12 +56,16 @@ def amqp_type_name(value: Any) -> str:
     return "longstr"
 
 
-def _describe(value: Any) -> str:
-    if value is None:
-        return "none"
+def _plain(value: Any) -> str:
+    if isinstance(value, bool):
+        return _flag(value)
     if isinstance(value, bytes | bytearray):
-        value = bytes(value).decode(errors="replace")
-    return f"the value '{value}' of type '{amqp_type_name(value)}'"
+        return bytes(value).decode(errors="replace")
+    return str(value)
+
+
+def _describe(value: Any) -> str:
+    return f"the value '{_plain(value)}' of type '{amqp_type_name(value)}'"
 
 
 def check_flag(kind: str, name: str, vhost: str, arg: str, received: bool, current: bool) -> None:
@@ -83,12 +87,15 @@ def check_arguments(
 ) -> None:
     for arg in checked:
         new, old = received.get(arg), current.get(arg)
-        if new == old and type(new) is type(old):
+        if new == old and isinstance(new, bool) == isinstance(old, bool):
             continue
-        if new == old and amqp_type_name(new) == amqp_type_name(old):
-            continue
+        if new is None or old is None:
+            shown_new = "none" if new is None else _describe(new)
+            shown_old = "none" if old is None else _describe(old)
+        else:
+            shown_new, shown_old = f"'{_plain(new)}'", f"'{_plain(old)}'"
         raise ChannelError(
             PRECONDITION_FAILED,
             f"inequivalent arg '{arg}' for {kind} '{name}' in vhost '{vhost}': "
-            f"received {_describe(new)} but current is {_describe(old)}",
+            f"received {shown_new} but current is {shown_old}",
         )

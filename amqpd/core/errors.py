@@ -50,8 +50,9 @@ class AMQPError(Exception):
 
     hard = False
 
-    def __init__(self, code: int, detail: str) -> None:
+    def __init__(self, code: int, detail: str, index: int = 0) -> None:
         self.code = code
+        self.index = index  # class_id << 16 | method_id of the method at fault, 0 if none
         self.text = truncate_reply_text(f"{REPLY_NAMES[code]} - {detail}")
         super().__init__(self.text)
 

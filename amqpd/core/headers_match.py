@@ -13,6 +13,8 @@ import datetime
 import decimal
 from collections.abc import Mapping
 
+from amqpd.wire.erlang import erlang_binary
+
 X_MATCH = "x-match"
 _MODES = {
     # mode -> (all binding keys must match, binding keys starting with "x-" take part)
@@ -82,7 +84,7 @@ def validate_x_match(binding_args: Mapping[str, object] | None) -> str | None:
     if isinstance(value, str):
         if value in _MODES:
             return None
-        return f"Invalid x-match field value {_format_binary(value.encode())}; {_VALID_TEXT}"
+        return f"Invalid x-match field value {erlang_binary(value.encode())}; {_VALID_TEXT}"
     type_name, shown = _format_typed(value)
     return f"Invalid x-match field type {type_name} (value {shown}); expected longstr"
 
@@ -155,26 +157,6 @@ def _typed_equal(a: object, b: object) -> bool:
 
 # --- Erlang-style term formatting for error texts ---------------------------------------
 
-_ESCAPES = {
-    0x22: '\\"', 0x5C: "\\\\", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t",
-    0x0B: "\\v", 0x08: "\\b", 0x0C: "\\f", 0x1B: "\\e",
-}  # fmt: skip
-
-
-def _format_binary(data: bytes) -> str:
-    """A binary as RabbitMQ prints it with ~tp: <<"text">> if every byte is printable
-    Latin-1 (the bytes then go out unchanged), else <<1,2,3>>."""
-    if not data:
-        return "<<>>"
-    if all(32 <= c <= 126 or c >= 160 or c in _ESCAPES for c in data):
-        parts = bytearray()
-        for c in data:
-            esc = _ESCAPES.get(c)
-            parts += esc.encode() if esc is not None else bytes((c,))
-        return '<<"' + parts.decode("utf-8", errors="replace") + '">>'
-    return "<<" + ",".join(str(c) for c in data) + ">>"
-
-
 def _format_typed(value: object) -> tuple[str, str]:
     """(RabbitMQ field type name, Erlang rendering of the decoded value)."""
     if value is None:
@@ -186,9 +168,9 @@ def _format_typed(value: object) -> tuple[str, str]:
     if isinstance(value, float):
         return "double", repr(value)
     if isinstance(value, str):
-        return "longstr", _format_binary(value.encode())
+        return "longstr", erlang_binary(value.encode())
     if isinstance(value, bytes | bytearray):
-        return "binary", _format_binary(bytes(value))
+        return "binary", erlang_binary(bytes(value))
     if isinstance(value, decimal.Decimal):
         sign, digits, exponent = value.as_tuple()
         unscaled = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
@@ -202,7 +184,7 @@ def _format_typed(value: object) -> tuple[str, str]:
         fields = []
         for k, v in value.items():
             type_name, shown = _format_typed(v)
-            fields.append(f"{{{_format_binary(str(k).encode())},{type_name},{shown}}}")
+            fields.append(f"{{{erlang_binary(str(k).encode())},{type_name},{shown}}}")
         return "table", "[" + ",".join(fields) + "]"
     if isinstance(value, list):
         items = ["{{{},{}}}".format(*_format_typed(v)) for v in value]

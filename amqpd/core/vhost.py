@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from amqpd.core.arguments import validate_exchange_arguments, validate_queue_arguments
 from amqpd.core.equivalence import (
     EXCHANGE_ARGUMENTS_CHECKED,
     QUEUE_ARGUMENTS_CHECKED,
@@ -74,12 +75,15 @@ class VHost:
 
     def _check_exclusive(self, queue: Queue, owner: object | None) -> None:
         if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
-            raise ChannelError(
-                RESOURCE_LOCKED,
-                f"cannot obtain exclusive access to locked {describe_queue(queue.name, self.name)}."
-                " It could be originally declared on another connection or the exclusive"
-                " property value does not match that of the original declaration.",
-            )
+            raise self._locked(queue)
+
+    def _locked(self, queue: Queue) -> ChannelError:
+        return ChannelError(
+            RESOURCE_LOCKED,
+            f"cannot obtain exclusive access to locked {describe_queue(queue.name, self.name)}."
+            " It could be originally declared on another connection or the exclusive"
+            " property value does not match that of the original declaration.",
+        )
 
     # -- exchanges ----------------------------------------------------------------------
 
@@ -96,8 +100,6 @@ class VHost:
     ) -> Exchange:
         arguments = arguments or {}
         if name == "":
-            if passive:
-                return self.exchanges[""]
             raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
         existing = self.exchanges.get(name)
         if passive:
@@ -106,7 +108,8 @@ class VHost:
             return existing
         exchange_class = EXCHANGE_TYPES.get(type_name)
         if exchange_class is None:
-            raise ConnectionError_(COMMAND_INVALID, f"invalid exchange type '{type_name}'")
+            adjective = "invalid" if type_name == "" else "unknown"
+            raise ConnectionError_(COMMAND_INVALID, f"{adjective} exchange type '{type_name}'")
         if existing is not None:
             if existing.type_name != type_name:
                 raise ChannelError(
@@ -133,6 +136,7 @@ class VHost:
             raise ChannelError(
                 ACCESS_REFUSED, f"exchange name '{name}' contains reserved prefix 'amq.*'"
             )
+        validate_exchange_arguments(name, self.name, arguments)
         exchange = exchange_class(
             name,
             self.name,
@@ -194,22 +198,24 @@ class VHost:
         generated = name == ""
         if generated:
             name = generated_queue_name()
+        elif name.startswith("amq."):
+            raise ChannelError(
+                ACCESS_REFUSED, f"queue name '{name}' contains reserved prefix 'amq.*'"
+            )
+        validate_queue_arguments(name, self.name, arguments)
         existing = self.queues.get(name)
         if existing is not None:
             self._check_exclusive(existing, owner)
-            check_flag("queue", name, self.name, "durable", durable, existing.durable)
-            check_flag("queue", name, self.name, "auto_delete", auto_delete, existing.auto_delete)
             if exclusive != existing.exclusive:
-                self._check_exclusive(existing, None if exclusive else owner)
-                check_flag("queue", name, self.name, "exclusive", exclusive, existing.exclusive)
+                raise self._locked(existing)
+            check_flag("queue", name, self.name, "durable", durable, existing.durable)
+            check_flag(
+                "queue", name, self.name, "auto_delete", auto_delete, existing.auto_delete
+            )
             check_arguments(
                 "queue", name, self.name, arguments, existing.arguments, QUEUE_ARGUMENTS_CHECKED
             )
             return existing
-        if name.startswith("amq.") and not generated:
-            raise ChannelError(
-                ACCESS_REFUSED, f"queue name '{name}' contains reserved prefix 'amq.*'"
-            )
         queue = Queue(
             name,
             self.name,
@@ -230,10 +236,10 @@ class VHost:
         if queue is None:
             return 0  # RabbitMQ answers delete-ok with 0 for a missing queue
         self._check_exclusive(queue, owner)
-        if if_unused and queue.consumers:
-            raise ChannelError(PRECONDITION_FAILED, f"{describe_queue(name, self.name)} in use")
         if if_empty and queue.messages:
             raise ChannelError(PRECONDITION_FAILED, f"{describe_queue(name, self.name)} not empty")
+        if if_unused and queue.consumers:
+            raise ChannelError(PRECONDITION_FAILED, f"{describe_queue(name, self.name)} in use")
         return self.remove_queue(queue)
 
     def remove_queue(self, queue: Queue) -> int:
@@ -289,8 +295,8 @@ class VHost:
         owner: object,
     ) -> None:
         self._check_not_default(exchange_name)
-        queue = self.queue(queue_name, owner)
         exchange = self.exchange(exchange_name)
+        queue = self.queue(queue_name, owner)
         self._check_bind_arguments(exchange, arguments)
         exchange.bind(queue, routing_key, arguments)
         queue.bound_from.add(exchange)
@@ -304,18 +310,20 @@ class VHost:
         owner: object,
     ) -> None:
         self._check_not_default(exchange_name)
-        queue = self.queue(queue_name, owner)
-        exchange = self.exchange(exchange_name)
-        exchange.unbind(queue, routing_key, arguments)
-        self._maybe_auto_delete_exchange(exchange)
+        queue = self.queues.get(queue_name)
+        exchange = self.exchanges.get(exchange_name)
+        if queue is None or exchange is None:
+            return  # RabbitMQ answers unbind-ok whatever is missing
+        if exchange.unbind(queue, routing_key, arguments):
+            self._maybe_auto_delete_exchange(exchange)
 
     def bind_exchange(
         self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]
     ) -> None:
         self._check_not_default(source)
         self._check_not_default(destination)
-        destination_exchange = self.exchange(destination)
         source_exchange = self.exchange(source)
+        destination_exchange = self.exchange(destination)
         self._check_bind_arguments(source_exchange, arguments)
         source_exchange.bind(destination_exchange, routing_key, arguments)
         destination_exchange.bound_from.add(source_exchange)
@@ -325,10 +333,12 @@ class VHost:
     ) -> None:
         self._check_not_default(source)
         self._check_not_default(destination)
-        destination_exchange = self.exchange(destination)
-        source_exchange = self.exchange(source)
-        source_exchange.unbind(destination_exchange, routing_key, arguments)
-        self._maybe_auto_delete_exchange(source_exchange)
+        source_exchange = self.exchanges.get(source)
+        destination_exchange = self.exchanges.get(destination)
+        if source_exchange is None or destination_exchange is None:
+            return
+        if source_exchange.unbind(destination_exchange, routing_key, arguments):
+            self._maybe_auto_delete_exchange(source_exchange)
 
     # -- routing ------------------------------------------------------------------------
 

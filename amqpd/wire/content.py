@@ -29,15 +29,21 @@ _PRIORITY = 1 << 11
 _CORRELATION_ID = 1 << 10
 _REPLY_TO = 1 << 9
 _EXPIRATION = 1 << 8
+_MESSAGE_ID = 1 << 7
+_TIMESTAMP = 1 << 6
+_TYPE = 1 << 5
+_USER_ID = 1 << 4
 
 
 class HeaderInfo(NamedTuple):
     class_id: int
+    weight: int
     body_size: int
     delivery_mode: int
     priority: int | None
     expiration: str | None
     headers_raw: bytes | None
+    user_id: str | None = None
 
 
 class ContentHeaderError(Exception):
@@ -46,7 +52,7 @@ class ContentHeaderError(Exception):
 
 def peek_header(payload: bytes) -> HeaderInfo:
     try:
-        class_id, _weight, body_size, flags = _prefix.unpack_from(payload)
+        class_id, weight, body_size, flags = _prefix.unpack_from(payload)
         pos = 14
         if flags & 1:  # continuation flags: none defined for basic; skip them
             while True:
@@ -71,19 +77,32 @@ def peek_header(payload: bytes) -> HeaderInfo:
         if flags & _PRIORITY:
             priority = payload[pos]
             pos += 1
-        expiration = None
-        if flags & _EXPIRATION:
+        expiration = user_id = None
+        if flags & (_EXPIRATION | _USER_ID):
             for bit in (_CORRELATION_ID, _REPLY_TO):
                 if flags & bit:
                     pos += 1 + payload[pos]
-            size = payload[pos]
-            expiration = payload[pos + 1 : pos + 1 + size].decode()
-            pos += 1 + size
+            if flags & _EXPIRATION:
+                size = payload[pos]
+                expiration = payload[pos + 1 : pos + 1 + size].decode()
+                pos += 1 + size
+            if flags & _USER_ID:
+                if flags & _MESSAGE_ID:
+                    pos += 1 + payload[pos]
+                if flags & _TIMESTAMP:
+                    pos += 8
+                if flags & _TYPE:
+                    pos += 1 + payload[pos]
+                size = payload[pos]
+                user_id = payload[pos + 1 : pos + 1 + size].decode()
+                pos += 1 + size
         if pos > len(payload):
             raise ContentHeaderError("content header shorter than its properties")
     except (struct.error, IndexError, UnicodeDecodeError) as error:
         raise ContentHeaderError(str(error)) from error
-    return HeaderInfo(class_id, body_size, delivery_mode, priority, expiration, headers_raw)
+    return HeaderInfo(
+        class_id, weight, body_size, delivery_mode, priority, expiration, headers_raw, user_id
+    )
 
 
 def decode_headers(headers_raw: bytes | None) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import struct
 
+from amqpd.wire.erlang import erlang_binary
+
 FRAME_METHOD = 1
 FRAME_HEADER = 2
 FRAME_BODY = 3
@@ -69,18 +71,19 @@ class FrameReader:
         limit = self.frame_max
         while available - offset >= 7:
             frame_type, channel, size = unpack_head(buffer, offset)
-            if limit and size + FRAME_OVERHEAD > limit:
+            if limit and size > limit:  # RabbitMQ allows the 8 bytes of framing as slack
                 raise FrameError(
-                    f"FRAME_ERROR - frame size {size + FRAME_OVERHEAD} exceeds "
-                    f"negotiated frame_max {limit}"
+                    f"FRAME_ERROR - type {frame_type}, all octets = <<>>: "
+                    f"{{frame_too_large,{size},{limit - FRAME_OVERHEAD}}}"
                 )
             end = offset + 7 + size
             if end >= available:
                 break
             if buffer[end] != FRAME_END:
                 raise FrameError(
-                    f"FRAME_ERROR - type {frame_type}, first 16 octets = "
-                    f"{bytes(buffer[offset + 7 : offset + 23])!r}: frame_end_marker_missing"
+                    f"FRAME_ERROR - type {frame_type}, all octets = "
+                    f"{erlang_binary(bytes(buffer[offset + 7 : end]))}: "
+                    f"{{invalid_frame_end_marker,{buffer[end]}}}"
                 )
             frames.append((frame_type, channel, bytes(buffer[offset + 7 : end])))
             offset = end + 1

@@ -12,10 +12,11 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from pamqp import base, commands, encode
+from pamqp import base, commands, decode, encode
 
 from amqpd.wire.frames import FRAME_END_BYTE, FRAME_METHOD, frame_head
 
+ACCESS_REQUEST = 0x001E000A  # access.request: obsolete, pamqp lacks it, RabbitMQ answers it
 BASIC_PUBLISH = 0x003C0028
 BASIC_ACK = 0x003C0050
 BASIC_REJECT = 0x003C005A
@@ -31,11 +32,12 @@ _long = struct.Struct(">I")
 
 
 class MethodSyntaxError(Exception):
-    """A method frame whose arguments do not decode."""
+    """A method frame whose arguments do not decode; index 0 if even the ids are missing."""
 
-    def __init__(self, index: int, detail: str) -> None:
-        super().__init__(detail)
+    def __init__(self, index: int, payload: bytes) -> None:
+        super().__init__(f"cannot decode method {index >> 16}/{index & 0xFFFF}")
         self.index = index
+        self.payload = payload
 
 
 class UnknownMethodError(Exception):
@@ -62,22 +64,58 @@ def _decode_publish(payload: bytes) -> tuple[str, str, bool, bool]:
     routing_key = payload[pos + 1 : pos + 1 + size].decode()
     pos += 1 + size
     bits = payload[pos]
+    if pos + 1 != len(payload):
+        raise ValueError("trailing bytes")
     return exchange, routing_key, bool(bits & 1), bool(bits & 2)
 
 
+def _tag_and_bits(payload: bytes) -> tuple[int, int]:
+    if len(payload) != 13:
+        raise ValueError("wrong length")
+    return _tag_bits.unpack_from(payload, 4)
+
+
 def _decode_ack(payload: bytes) -> tuple[int, bool]:
-    tag, bits = _tag_bits.unpack_from(payload, 4)
+    tag, bits = _tag_and_bits(payload)
     return tag, bool(bits & 1)
 
 
 def _decode_nack(payload: bytes) -> tuple[int, bool, bool]:
-    tag, bits = _tag_bits.unpack_from(payload, 4)
+    tag, bits = _tag_and_bits(payload)
     return tag, bool(bits & 1), bool(bits & 2)
 
 
 def _decode_reject(payload: bytes) -> tuple[int, bool]:
-    tag, bits = _tag_bits.unpack_from(payload, 4)
+    tag, bits = _tag_and_bits(payload)
     return tag, bool(bits & 1)
+
+
+def _decode_arguments(method: base.Frame, data: bytes) -> None:
+    """Fill a pamqp method from its argument bytes, insisting they are used up exactly."""
+    offset = 0
+    bit_index = 0
+    for name in method.__slots__:
+        data_type = method.amqp_type(name)
+        if data_type == "bit":
+            if bit_index == 0:
+                if offset >= len(data):
+                    raise ValueError("missing bit octet")
+                offset += 1
+            setattr(method, name, bool(data[offset - 1] & (1 << bit_index)))
+            bit_index = (bit_index + 1) % 8
+            continue
+        bit_index = 0
+        if data_type in ("table", "longstr"):
+            (size,) = _long.unpack_from(data, offset)
+            if offset + 4 + size > len(data):
+                raise ValueError("length beyond the frame")
+        consumed, value = decode.by_type(data[offset:], data_type)
+        offset += consumed
+        if offset > len(data):
+            raise ValueError("value beyond the frame")
+        setattr(method, name, value)
+    if offset != len(data):
+        raise ValueError("trailing bytes")
 
 
 _HOT_DECODERS = {
@@ -90,10 +128,12 @@ _HOT_DECODERS = {
 
 def decode_method(payload: bytes) -> tuple[int, Any]:
     if len(payload) < 4:
-        raise MethodSyntaxError(0, "method frame shorter than its class and method ids")
+        raise MethodSyntaxError(0, payload)
     class_id, method_id = _class_method.unpack_from(payload)
     index = class_id << 16 | method_id
     hot = _HOT_DECODERS.get(index)
+    if index == ACCESS_REQUEST:
+        return index, None
     try:
         if hot is not None:
             return index, hot(payload)
@@ -101,10 +141,10 @@ def decode_method(payload: bytes) -> tuple[int, Any]:
         if method_class is None:
             raise UnknownMethodError(index)
         method = method_class()
-        method.unmarshal(payload[4:])
+        _decode_arguments(method, payload[4:])
         return index, method
     except (struct.error, IndexError, ValueError, UnicodeDecodeError, TypeError) as error:
-        raise MethodSyntaxError(index, str(error) or type(error).__name__) from error
+        raise MethodSyntaxError(index, payload) from error
 
 
 def encode_method(channel: int, method: base.Frame) -> bytes:
@@ -160,6 +200,11 @@ def encode_get_ok(
             FRAME_END_BYTE,
         )
     )
+
+
+def encode_access_request_ok(channel: int) -> bytes:
+    """access.request-ok with ticket 1, as RabbitMQ answers the obsolete access.request."""
+    return frame_head(FRAME_METHOD, channel, 6) + b"\x00\x1e\x00\x0b\x00\x01" + FRAME_END_BYTE
 
 
 def encode_confirm(channel: int, delivery_tag: int, multiple: bool, ack: bool = True) -> bytes:

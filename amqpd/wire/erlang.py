@@ -1,0 +1,22 @@
+"""Render bytes the way RabbitMQ's reply texts show Erlang binaries (`<<"abc">>`, `<<0,50>>`)."""
+
+from __future__ import annotations
+
+_ESCAPES = {
+    0x22: '\\"', 0x5C: "\\\\", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t",
+    0x0B: "\\v", 0x08: "\\b", 0x0C: "\\f", 0x1B: "\\e",
+}  # fmt: skip
+
+
+def erlang_binary(data: bytes) -> str:
+    """A binary as RabbitMQ prints it with ~tp: <<"text">> if every byte is printable
+    Latin-1 (the bytes then go out unchanged), else <<1,2,3>>."""
+    if not data:
+        return "<<>>"
+    if all(32 <= c <= 126 or c >= 160 or c in _ESCAPES for c in data):
+        parts = bytearray()
+        for c in data:
+            esc = _ESCAPES.get(c)
+            parts += esc.encode() if esc is not None else bytes((c,))
+        return '<<"' + parts.decode("utf-8", errors="replace") + '">>'
+    return "<<" + ",".join(str(c) for c in data) + ">>"

@@ -8,6 +8,7 @@ as `ChannelError` / `ConnectionError_`; the connection turns them into close met
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -68,6 +69,8 @@ class ChannelHost(Protocol):
 
     def request_flush(self, channel: Channel) -> None: ...
 
+    def await_durable(self, channel: Channel) -> None: ...
+
 
 class Channel:
     def __init__(self, number: int, host: ChannelHost) -> None:
@@ -83,8 +86,10 @@ class Channel:
         self.prefetch = 0  # for consumers created from now on
         self.global_prefetch = 0
         self.confirming = False
-        self.publish_seq = 0
-        self.confirmed = 0
+        self.publish_seq = 0  # publishes counted in confirm mode
+        self.confirm_ready = 0  # highest of them that may be acked now
+        self.confirmed = 0  # highest of them acked on the wire
+        self._confirm_waiting: deque[tuple[int, int]] = deque()  # (publish seq, store ticket)
         self.transactional = False
         self.tx_actions: list[Callable[[], None]] = []
         self.last_queue = ""
@@ -414,9 +419,13 @@ class Channel:
     ) -> None:
         tag = self.next_tag
         self.next_tag = tag + 1
-        if not consumer.no_ack:
+        if consumer.no_ack:
+            queue.settled(message)
+        else:
             self.unacked[tag] = (queue, seq, message, consumer)
             consumer.unacked += 1
+            if not redelivered:
+                queue.delivered(message)
         number = self.number
         pieces = [
             encode_deliver(number, consumer.tag_sstr, tag, redelivered, message.exchange_rk),
@@ -437,8 +446,12 @@ class Channel:
         seq, message, redelivered = entry
         tag = self.next_tag
         self.next_tag = tag + 1
-        if not args.no_ack:
+        if args.no_ack:
+            queue.settled(message)
+        else:
             self.unacked[tag] = (queue, seq, message, None)
+            if not redelivered:
+                queue.delivered(message)
         number = self.number
         pieces = [
             encode_get_ok(number, tag, redelivered, message.exchange_rk, len(queue.messages)),
@@ -469,15 +482,36 @@ class Channel:
         return exchange
 
     def _route(self, exchange: Any, message: Message, mandatory: bool) -> None:
-        queues = self.vhost.route(exchange, message)
-        if queues:
-            for queue in queues:
-                queue.enqueue(message)
-        elif mandatory:
+        reached, ticket = self.vhost.publish(exchange, message)
+        if not reached and mandatory:
             self._return(message, 312, "NO_ROUTE")
         if self.confirming:
-            self.publish_seq += 1
+            self._confirm_later(ticket)
+
+    def _confirm_later(self, ticket: int) -> None:
+        """Count a publish; its ack goes out once the store has made `ticket` durable.
+        Acks stay in publish order, so a publish waits behind any earlier one waiting."""
+        self.publish_seq += 1
+        waiting = self._confirm_waiting
+        if waiting or ticket > self.vhost.durable_ticket:
+            waiting.append((self.publish_seq, ticket))
+            if len(waiting) == 1:
+                self.host.await_durable(self)
+        else:
+            self.confirm_ready = self.publish_seq
             self.host.request_flush(self)
+
+    def durable_advanced(self) -> bool:
+        """The store made more durable; release the acks now due. True while still waiting."""
+        waiting = self._confirm_waiting
+        durable = self.vhost.durable_ticket
+        ready = self.confirm_ready
+        while waiting and waiting[0][1] <= durable:
+            ready = waiting.popleft()[0]
+        if ready != self.confirm_ready:
+            self.confirm_ready = ready
+            self.host.request_flush(self)
+        return bool(waiting) and self.open
 
     def _return(self, message: Message, code: int, text: str) -> None:
         number = self.number
@@ -499,7 +533,7 @@ class Channel:
 
     def flush_confirms(self) -> None:
         """Send one ack covering every publish confirmed since the last flush."""
-        upto = self.publish_seq
+        upto = self.confirm_ready
         if upto > self.confirmed and self.open and not self.closing:
             multiple = upto - self.confirmed > 1
             self.confirmed = upto
@@ -543,6 +577,9 @@ class Channel:
                     kicked.add(consumer.queue)
         if requeue:
             self._requeue(entries)
+        else:
+            for queue, _seq, message, _consumer in entries:
+                queue.settled(message)
         if self.global_prefetch:
             self.kick_consumers()
         else:

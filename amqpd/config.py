@@ -277,9 +277,7 @@ def _read_yaml(path: str) -> dict[str, Any]:
     return data
 
 
-def load_config(
-    argv: list[str] | None = None, environ: Mapping[str, str] | None = None
-) -> Config:
+def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Merge defaults < YAML file < AMQPD_* environment < flags into a validated Config.
 
     `argv` excludes the program name (None: sys.argv[1:]); `environ` defaults to os.environ.

@@ -193,6 +193,9 @@ class Connection(asyncio.Protocol):
             self._flush_requested = True
             self.broker.scheduler.flush(self)
 
+    def await_durable(self, channel: Channel) -> None:
+        self.broker.await_durable(channel)
+
     def flush(self) -> None:
         self._flush_requested = False
         if self._confirm_channels:

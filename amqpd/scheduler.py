@@ -1,4 +1,4 @@
-"""The per-tick work list: queue dispatch passes, then connection flushes.
+"""The per-tick work list: queue dispatch passes, store flushes, then connection flushes.
 
 Queues and connections ask for work with `dispatch(queue)` / `flush(connection)`; one
 `call_soon` callback per loop tick runs every requested dispatch pass once and then every
@@ -25,6 +25,7 @@ class TickScheduler:
         self._loop = loop
         self._queues: list[Queue] = []
         self._flushes: list[Flushable] = []
+        self._stores: list[Flushable] = []
         self._armed = False
 
     def dispatch(self, queue: Queue) -> None:
@@ -34,6 +35,12 @@ class TickScheduler:
 
     def flush(self, connection: Flushable) -> None:
         self._flushes.append(connection)
+        if not self._armed:
+            self._arm()
+
+    def flush_store(self, store: Flushable) -> None:
+        """Hand a store's appended records to its writer at the end of this tick."""
+        self._stores.append(store)
         if not self._armed:
             self._arm()
 
@@ -50,8 +57,12 @@ class TickScheduler:
             for queue in queues:
                 if queue.dispatch_pending:
                     queue.dispatch()
+        if self._stores:
+            stores, self._stores = self._stores, []
+            for store in stores:
+                store.flush()
         flushes, self._flushes = self._flushes, []
         for connection in flushes:
             connection.flush()
-        if (self._queues or self._flushes) and not self._armed:
+        if (self._queues or self._flushes or self._stores) and not self._armed:
             self._arm()

@@ -1,10 +1,11 @@
-"""The broker process: event loop, listener, vhosts, and a graceful stop.
+"""The broker process: event loop, listener, vhosts and their stores, a graceful stop.
 
-`Server(config).run()` starts uvloop, listens on the configured address, logs
-`amqpd ready: listening on HOST:PORT` once connections are accepted, and runs until SIGTERM
-or SIGINT. Then it stops accepting, closes every client connection with 320
-CONNECTION_FORCED, waits briefly for them to go and returns 0. A listen failure (port
-taken, bad address) is logged as one line and returns 1.
+`Server(config).run()` recovers every vhost from its log in `data_dir`, starts uvloop,
+listens on the configured address, logs `amqpd ready: listening on HOST:PORT` once
+connections are accepted, and runs until SIGTERM or SIGINT. Then it stops accepting,
+closes every client connection with 320 CONNECTION_FORCED, closes the stores and returns
+0. A listen failure (port taken, bad address) or an unusable data directory is logged as
+one line and returns 1; a store that cannot write stops the broker with exit code 1.
 """
 
 from __future__ import annotations
@@ -12,13 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
+from pathlib import Path
+from urllib.parse import quote
 
 import uvloop
 
+from amqpd.channel import Channel
 from amqpd.config import Config
 from amqpd.connection import Connection
+from amqpd.core.restore import restore
 from amqpd.core.vhost import VHost
 from amqpd.scheduler import TickScheduler
+from amqpd.store import DurableStore, StoreFailed
 
 log = logging.getLogger("amqpd.server")
 
@@ -26,15 +33,78 @@ SHUTDOWN_GRACE = 3.0
 
 
 class Broker:
-    """Everything connections share: config, vhosts, the tick scheduler, live connections."""
+    """Everything connections share: config, vhosts and stores, the tick scheduler."""
 
     def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
+        self.loop = loop
         self.scheduler = TickScheduler(loop)
-        self.vhosts = {
-            name: VHost(name, schedule=self.scheduler.dispatch) for name in config.vhosts
-        }
+        self.vhosts: dict[str, VHost] = {}
+        self.stores: list[DurableStore] = []
         self.connections: set[Connection] = set()
+        self.fatal: BaseException | None = None
+        self.stopping = asyncio.Event()
+        self._confirm_waiters: dict[str, set[Channel]] = {}
+
+    def open_vhosts(self) -> None:
+        """Create each vhost and restore it from its log (raises StoreFailed)."""
+        for name in self.config.vhosts:
+            started = time.monotonic()
+            store = DurableStore(
+                Path(self.config.data_dir) / quote(name, safe=""),
+                fsync=self.config.fsync,
+                fsync_interval_ms=self.config.fsync_interval_ms,
+            )
+            recovered = store.recover()
+            self.stores.append(store)
+            vhost = VHost(name, schedule=self.scheduler.dispatch, store=store)
+            restore(vhost, recovered)
+            store.on_pending = lambda store=store: self.scheduler.flush_store(store)
+            store.on_durable = lambda ticket, vhost=vhost: self.loop.call_soon_threadsafe(
+                self._durable, vhost, ticket
+            )
+            store.on_fatal = lambda error: self.loop.call_soon_threadsafe(self._fail, error)
+            self.vhosts[name] = vhost
+            self._confirm_waiters[name] = set()
+            messages = sum(len(queue.messages) for queue in vhost.queues.values())
+            log.info(
+                "vhost %s: recovered %d queues, %d messages in %.3fs%s",
+                name,
+                len(vhost.queues),
+                messages,
+                time.monotonic() - started,
+                (
+                    f" (skipped {recovered.corrupt_records} corrupt records, "
+                    f"cut {recovered.truncated_bytes} torn bytes)"
+                    if recovered.corrupt_records or recovered.truncated_bytes
+                    else ""
+                ),
+            )
+
+    def close_stores(self) -> None:
+        for store in self.stores:
+            try:
+                store.close()
+            except StoreFailed as error:
+                log.error("store close failed: %s", error)
+
+    # -- publisher confirms for persistent messages ----------------------------------
+
+    def await_durable(self, channel: Channel) -> None:
+        self._confirm_waiters[channel.vhost.name].add(channel)
+
+    def _durable(self, vhost: VHost, ticket: int) -> None:
+        if ticket > vhost.durable_ticket:
+            vhost.durable_ticket = ticket
+        waiters = self._confirm_waiters[vhost.name]
+        for channel in list(waiters):
+            if not channel.durable_advanced():
+                waiters.discard(channel)
+
+    def _fail(self, error: BaseException) -> None:
+        log.critical("the message store failed, stopping: %s", error)
+        self.fatal = error
+        self.stopping.set()
 
 
 def _format_address(sockname: tuple) -> str:
@@ -54,6 +124,12 @@ class Server:
         loop = asyncio.get_running_loop()
         broker = Broker(self.config, loop)
         try:
+            broker.open_vhosts()
+        except (StoreFailed, OSError) as error:
+            log.error("cannot open the data directory %s: %s", self.config.data_dir, error)
+            broker.close_stores()
+            return 1
+        try:
             listener = await loop.create_server(
                 lambda: Connection(broker), self.config.bind, self.config.port, backlog=1024
             )
@@ -64,13 +140,13 @@ class Server:
                 self.config.port,
                 error.strerror or error,
             )
+            broker.close_stores()
             return 1
-        stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, broker.stopping.set)
         addresses = ", ".join(_format_address(s.getsockname()) for s in listener.sockets)
         log.info("amqpd ready: listening on %s", addresses)
-        await stop.wait()
+        await broker.stopping.wait()
         log.info("shutting down")
         listener.close()
         for connection in list(broker.connections):
@@ -82,5 +158,6 @@ class Server:
             if connection.transport is not None:
                 connection.transport.abort()
         await asyncio.sleep(0)
+        broker.close_stores()
         log.info("stopped")
-        return 0
+        return 1 if broker.fatal is not None else 0

@@ -24,6 +24,7 @@ class Message:
         "expiration",
         "headers_raw",
         "exchange_rk",
+        "store_id",
         "_headers",
     )
 
@@ -39,6 +40,7 @@ class Message:
         self.expiration = info.expiration
         self.headers_raw = info.headers_raw
         self.exchange_rk = shortstr(exchange) + shortstr(routing_key)
+        self.store_id = 0  # non-zero once written to a durable queue's log
         self._headers: dict[str, Any] | None = None
 
     @property

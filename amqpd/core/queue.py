@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from amqpd.core.message import Message
+from amqpd.store import Store
 
 Entry = tuple[int, Message, bool]
 
@@ -57,6 +58,7 @@ class Queue:
         self.dispatch_pending = False
         self._next_seq = 0
         self._schedule = schedule
+        self.store: Store | None = None  # set for durable, non-exclusive queues
 
     @property
     def exclusive(self) -> bool:
@@ -67,10 +69,10 @@ class Queue:
 
     # -- messages -------------------------------------------------------------------------
 
-    def enqueue(self, message: Message) -> int:
+    def enqueue(self, message: Message, redelivered: bool = False) -> int:
         seq = self._next_seq
         self._next_seq = seq + 1
-        self.messages.append((seq, message, False))
+        self.messages.append((seq, message, redelivered))
         if self.consumers and not self.dispatch_pending:
             self.kick()
         return seq
@@ -98,7 +100,22 @@ class Queue:
     def purge(self) -> int:
         count = len(self.messages)
         self.messages.clear()
+        if self.store is not None and count:
+            self.store.queue_purged(self.name)
         return count
+
+    # -- durability hooks: cheap no-ops for transient messages and queues --------------
+
+    def settled(self, message: Message) -> None:
+        """A message left this queue for good (acked, auto-acked, rejected, dropped)."""
+        if message.store_id and self.store is not None and not self.deleted:
+            self.store.message_removed(self.name, message.store_id)
+
+    def delivered(self, message: Message) -> None:
+        """A message went out for the first time and awaits an ack: after a restart it
+        comes back redelivered."""
+        if message.store_id and self.store is not None:
+            self.store.message_delivered(self.name, message.store_id)
 
     # -- consumers ------------------------------------------------------------------------
 

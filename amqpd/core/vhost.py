@@ -35,6 +35,7 @@ from amqpd.core.headers_match import validate_x_match
 from amqpd.core.message import Message
 from amqpd.core.naming import generated_queue_name
 from amqpd.core.queue import Queue
+from amqpd.store import BindingRecord, ExchangeRecord, QueueRecord, Store
 
 DEFAULT_EXCHANGES = (
     ("amq.direct", "direct"),
@@ -46,11 +47,19 @@ DEFAULT_EXCHANGES = (
 
 
 class VHost:
-    def __init__(self, name: str, schedule: Callable[[Queue], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        schedule: Callable[[Queue], None] | None = None,
+        store: Store | None = None,
+    ) -> None:
         self.name = name
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self._schedule = schedule or (lambda queue: queue.dispatch())
+        self.store = store
+        self.next_message_id = 1
+        self.durable_ticket = 0  # the store has made everything up to this ticket durable
         self.exchanges[""] = EXCHANGE_TYPES["direct"]("", name, durable=True)
         for exchange_name, type_name in DEFAULT_EXCHANGES:
             self.exchanges[exchange_name] = EXCHANGE_TYPES[type_name](
@@ -146,6 +155,10 @@ class VHost:
             arguments=arguments,
         )
         self.exchanges[name] = exchange
+        if durable and self.store is not None:
+            self.store.exchange_declared(
+                ExchangeRecord(name, type_name, auto_delete, internal, arguments)
+            )
         return exchange
 
     def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
@@ -166,6 +179,8 @@ class VHost:
     def _remove_exchange(self, exchange: Exchange) -> None:
         exchange.deleted = True
         del self.exchanges[exchange.name]
+        if exchange.durable and self.store is not None:
+            self.store.exchange_deleted(exchange.name)
         for destination in {key[0] for key in exchange.bindings}:
             exchange.unbind_all(destination)
             if isinstance(destination, Exchange):
@@ -216,17 +231,38 @@ class VHost:
                 "queue", name, self.name, arguments, existing.arguments, QUEUE_ARGUMENTS_CHECKED
             )
             return existing
+        return self.create_queue(
+            name,
+            durable=durable,
+            exclusive_owner=owner if exclusive else None,
+            auto_delete=auto_delete,
+            arguments=arguments,
+        )
+
+    def create_queue(
+        self,
+        name: str,
+        *,
+        durable: bool,
+        exclusive_owner: object | None,
+        auto_delete: bool,
+        arguments: dict[str, Any],
+    ) -> Queue:
+        """Make and register a queue with no further checks (declare and recovery use it)."""
         queue = Queue(
             name,
             self.name,
             durable=durable,
-            exclusive_owner=owner if exclusive else None,
+            exclusive_owner=exclusive_owner,
             auto_delete=auto_delete,
             arguments=arguments,
             schedule=self._schedule,
         )
         self.queues[name] = queue
         self.exchanges[""].bind(queue, name, {})
+        if durable and exclusive_owner is None and self.store is not None:
+            queue.store = self.store
+            self.store.queue_declared(QueueRecord(name, auto_delete, arguments))
         return queue
 
     def delete_queue(
@@ -249,6 +285,8 @@ class VHost:
         count = len(queue.messages)
         queue.deleted = True
         self.queues.pop(queue.name, None)
+        if queue.store is not None:
+            queue.store.queue_deleted(queue.name)
         self.exchanges[""].unbind(queue, queue.name, {})
         for exchange in queue.bound_from:
             if not exchange.deleted:
@@ -298,8 +336,9 @@ class VHost:
         exchange = self.exchange(exchange_name)
         queue = self.queue(queue_name, owner)
         self._check_bind_arguments(exchange, arguments)
-        exchange.bind(queue, routing_key, arguments)
-        queue.bound_from.add(exchange)
+        if exchange.bind(queue, routing_key, arguments):
+            queue.bound_from.add(exchange)
+            self._persist_binding(exchange, queue, routing_key, arguments, added=True)
 
     def unbind_queue(
         self,
@@ -315,6 +354,7 @@ class VHost:
         if queue is None or exchange is None:
             return  # RabbitMQ answers unbind-ok whatever is missing
         if exchange.unbind(queue, routing_key, arguments):
+            self._persist_binding(exchange, queue, routing_key, arguments, added=False)
             self._maybe_auto_delete_exchange(exchange)
 
     def bind_exchange(
@@ -325,8 +365,11 @@ class VHost:
         source_exchange = self.exchange(source)
         destination_exchange = self.exchange(destination)
         self._check_bind_arguments(source_exchange, arguments)
-        source_exchange.bind(destination_exchange, routing_key, arguments)
-        destination_exchange.bound_from.add(source_exchange)
+        if source_exchange.bind(destination_exchange, routing_key, arguments):
+            destination_exchange.bound_from.add(source_exchange)
+            self._persist_binding(
+                source_exchange, destination_exchange, routing_key, arguments, added=True
+            )
 
     def unbind_exchange(
         self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]
@@ -338,9 +381,62 @@ class VHost:
         if source_exchange is None or destination_exchange is None:
             return
         if source_exchange.unbind(destination_exchange, routing_key, arguments):
+            self._persist_binding(
+                source_exchange, destination_exchange, routing_key, arguments, added=False
+            )
             self._maybe_auto_delete_exchange(source_exchange)
 
+    def _persist_binding(
+        self,
+        source: Exchange,
+        destination: Queue | Exchange,
+        routing_key: str,
+        arguments: dict[str, Any],
+        *,
+        added: bool,
+    ) -> None:
+        """Bindings between two durable ends are durable too."""
+        if self.store is None or not source.durable or source.name == "":
+            return
+        if isinstance(destination, Queue):
+            if destination.store is None:
+                return
+            kind = "queue"
+        elif destination.durable:
+            kind = "exchange"
+        else:
+            return
+        record = BindingRecord(source.name, kind, destination.name, routing_key, arguments)
+        if added:
+            self.store.binding_added(record)
+        else:
+            self.store.binding_removed(record)
+
     # -- routing ------------------------------------------------------------------------
+
+    def publish(self, exchange: Exchange, message: Message) -> tuple[int, int]:
+        """Route and enqueue a message; returns (queues reached, store ticket or 0).
+
+        A persistent message reaching durable queues is written to the store once, and
+        the ticket says when that write is durable (for publisher confirms)."""
+        queues = self.route(exchange, message)
+        ticket = 0
+        if message.delivery_mode == 2 and self.store is not None:
+            durable = [queue.name for queue in queues if queue.store is not None]
+            if durable:
+                message.store_id = self.next_message_id
+                self.next_message_id += 1
+                ticket = self.store.message_published(
+                    message.store_id,
+                    durable,
+                    message.exchange,
+                    message.routing_key,
+                    message.header,
+                    message.body,
+                )
+        for queue in queues:
+            queue.enqueue(message)
+        return len(queues), ticket
 
     def route(self, exchange: Exchange, message: Message) -> list[Queue]:
         """The queues a message reaches, following exchange-to-exchange bindings once each."""

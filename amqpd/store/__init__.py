@@ -26,6 +26,7 @@ from amqpd.store.records import (
 
 class Store(Protocol):
     on_durable: Callable[[int], None] | None
+    on_pending: Callable[[], None] | None
     on_fatal: Callable[[BaseException], None] | None
     disk_full: bool
 

@@ -114,6 +114,9 @@ class DurableStore:
         self._segment_bytes = max(4096, segment_bytes)
         self._compact_ratio = compact_ratio
         self.on_durable: Callable[[int], None] | None = None
+        # Called on the appending thread when the first record after a flush() arrives,
+        # so the owner can schedule the next flush().
+        self.on_pending: Callable[[], None] | None = None
         self.on_fatal: Callable[[BaseException], None] | None = None
         self.disk_full = False
         # event-loop side
@@ -170,39 +173,39 @@ class DurableStore:
 
     def exchange_declared(self, record: ExchangeRecord) -> None:
         self._check()
-        self._ticket += 1
+        self._advance()
         self._pending.append((_XDECL, record))
 
     def exchange_deleted(self, name: str) -> None:
         self._check()
-        self._ticket += 1
+        self._advance()
         self._pending.append((_XDEL, name))
 
     def queue_declared(self, record: QueueRecord) -> None:
         self._check()
-        self._ticket += 1
+        self._advance()
         self._pending.append((_QDECL, record))
 
     def queue_deleted(self, name: str) -> None:
         self._check()
-        self._ticket += 1
+        self._advance()
         self._forget_pending(name)
         self._pending.append((_QDEL, name))
 
     def queue_purged(self, queue: str) -> None:
         self._check()
-        self._ticket += 1
+        self._advance()
         self._forget_pending(queue)
         self._pending.append((_PURGE, queue))
 
     def binding_added(self, record: BindingRecord) -> None:
         self._check()
-        self._ticket += 1
+        self._advance()
         self._pending.append((_BIND, record))
 
     def binding_removed(self, record: BindingRecord) -> None:
         self._check()
-        self._ticket += 1
+        self._advance()
         self._pending.append((_UNBIND, record))
 
     def message_published(
@@ -215,7 +218,7 @@ class DurableStore:
         body: bytes,
     ) -> int:
         self._check()
-        self._ticket += 1
+        self._advance()
         if queues:
             op = [_PUB, message_id, dict.fromkeys(queues, False), exchange, routing_key,
                   header, body]
@@ -226,7 +229,7 @@ class DurableStore:
 
     def message_delivered(self, queue: str, message_id: int) -> None:
         self._check()
-        self._ticket += 1
+        self._advance()
         with self._cond:
             op = self._pending_msgs.get(message_id)
             if op is not None:
@@ -237,7 +240,7 @@ class DurableStore:
 
     def message_removed(self, queue: str, message_id: int) -> None:
         self._check()
-        self._ticket += 1
+        self._advance()
         with self._cond:
             op = self._pending_msgs.get(message_id)
             if op is not None:
@@ -255,6 +258,11 @@ class DurableStore:
                 queues = op[2]
                 if queues.pop(queue, None) is not None and not queues:
                     del self._pending_msgs[mid]
+
+    def _advance(self) -> None:
+        if self._ticket == self._flushed_ticket and self.on_pending is not None:
+            self.on_pending()
+        self._ticket += 1
 
     def flush(self) -> None:
         if self._closed and self._failed is None:

@@ -22,6 +22,9 @@ from amqpd.store.records import (
 class MemoryStore:
     def __init__(self) -> None:
         self.on_durable: Callable[[int], None] | None = None
+        # Called on the appending thread when the first record after a flush() arrives,
+        # so the owner can schedule the next flush().
+        self.on_pending: Callable[[], None] | None = None
         self.on_fatal: Callable[[BaseException], None] | None = None
         self.disk_full = False
         self._ticket = 0
@@ -37,23 +40,23 @@ class MemoryStore:
         return Recovered([], [], [], {}, 1, 0, 0, 0.0)
 
     def exchange_declared(self, record: ExchangeRecord) -> None:
-        self._ticket += 1
+        self._advance()
         self._exchanges[record.name] = record
 
     def exchange_deleted(self, name: str) -> None:
-        self._ticket += 1
+        self._advance()
         self._exchanges.pop(name, None)
         for key in [k for k in self._bindings
                     if k[0] == name or (k[1] == "exchange" and k[2] == name)]:
             del self._bindings[key]
 
     def queue_declared(self, record: QueueRecord) -> None:
-        self._ticket += 1
+        self._advance()
         self._queues[record.name] = record
         self._qmsgs.setdefault(record.name, set())
 
     def queue_deleted(self, name: str) -> None:
-        self._ticket += 1
+        self._advance()
         self._queues.pop(name, None)
         for mid in self._qmsgs.pop(name, ()):
             self._unref(mid)
@@ -61,11 +64,11 @@ class MemoryStore:
             del self._bindings[key]
 
     def binding_added(self, record: BindingRecord) -> None:
-        self._ticket += 1
+        self._advance()
         self._bindings[binding_key(record)] = record
 
     def binding_removed(self, record: BindingRecord) -> None:
-        self._ticket += 1
+        self._advance()
         self._bindings.pop(binding_key(record), None)
 
     def message_published(
@@ -77,7 +80,7 @@ class MemoryStore:
         header: bytes,
         body: bytes,
     ) -> int:
-        self._ticket += 1
+        self._advance()
         count = 0
         for name in queues:
             held = self._qmsgs.setdefault(name, set())
@@ -89,17 +92,17 @@ class MemoryStore:
         return self._ticket
 
     def message_delivered(self, queue: str, message_id: int) -> None:
-        self._ticket += 1
+        self._advance()
 
     def message_removed(self, queue: str, message_id: int) -> None:
-        self._ticket += 1
+        self._advance()
         held = self._qmsgs.get(queue)
         if held is not None and message_id in held:
             held.discard(message_id)
             self._unref(message_id)
 
     def queue_purged(self, queue: str) -> None:
-        self._ticket += 1
+        self._advance()
         held = self._qmsgs.get(queue)
         if held:
             for mid in held:
@@ -112,6 +115,11 @@ class MemoryStore:
             self._refs[message_id] = left
         else:
             self._refs.pop(message_id, None)
+
+    def _advance(self) -> None:
+        if self._ticket == self._durable and self.on_pending is not None:
+            self.on_pending()
+        self._ticket += 1
 
     def flush(self) -> None:
         if self._ticket > self._durable:

@@ -1,0 +1,91 @@
+"""Rebuild a vhost from what its store recovered: durable topology, then messages.
+
+`restore(vhost, recovered)` runs once at start, before any client connects, with the
+vhost's store detached so that nothing recovered is written back. Entries that no longer
+make sense (an unknown exchange type, a binding to something missing, a message whose
+content header does not parse) are skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from amqpd.core.exchange import EXCHANGE_TYPES, Exchange
+from amqpd.core.message import Message
+from amqpd.core.queue import Queue
+from amqpd.core.vhost import VHost
+from amqpd.store import Recovered
+from amqpd.wire.content import ContentHeaderError, peek_header
+
+log = logging.getLogger("amqpd.restore")
+
+
+def restore(vhost: VHost, recovered: Recovered) -> int:
+    """Load `recovered` into `vhost`; returns the number of entries skipped."""
+    store, vhost.store = vhost.store, None
+    skipped = 0
+    try:
+        for record in recovered.exchanges:
+            exchange_class = EXCHANGE_TYPES.get(record.type)
+            if record.name in vhost.exchanges:
+                continue  # the predeclared amq.* exchanges
+            if exchange_class is None:
+                skipped += 1
+                continue
+            vhost.exchanges[record.name] = exchange_class(
+                record.name,
+                vhost.name,
+                durable=True,
+                auto_delete=record.auto_delete,
+                internal=record.internal,
+                arguments=record.arguments,
+            )
+        for record in recovered.queues:
+            queue = vhost.create_queue(
+                record.name,
+                durable=True,
+                exclusive_owner=None,
+                auto_delete=record.auto_delete,
+                arguments=record.arguments,
+            )
+            queue.store = store
+        for record in recovered.bindings:
+            source = vhost.exchanges.get(record.source)
+            destination: Queue | Exchange | None = (
+                vhost.queues.get(record.destination)
+                if record.destination_kind == "queue"
+                else vhost.exchanges.get(record.destination)
+            )
+            if source is None or destination is None:
+                skipped += 1
+                continue
+            source.bind(destination, record.routing_key, record.arguments)
+            destination.bound_from.add(source)
+        for queue_name, messages in recovered.messages.items():
+            queue = vhost.queues.get(queue_name)
+            if queue is None:
+                skipped += len(messages)
+                continue
+            for recovered_message in messages:
+                try:
+                    info = peek_header(recovered_message.header)
+                except ContentHeaderError:
+                    skipped += 1
+                    continue
+                message = Message(
+                    recovered_message.exchange,
+                    recovered_message.routing_key,
+                    recovered_message.header,
+                    info,
+                    recovered_message.body,
+                )
+                message.store_id = recovered_message.message_id
+                queue.enqueue(message, redelivered=recovered_message.delivered)
+        vhost.next_message_id = max(vhost.next_message_id, recovered.next_message_id)
+    finally:
+        vhost.store = store
+    if skipped:
+        log.warning(
+            "vhost %s: skipped %d recovered entries that no longer fit", vhost.name, skipped
+        )
+    return skipped

@@ -31,7 +31,7 @@ from amqpd.core.errors import (
     describe_queue,
 )
 from amqpd.core.message import Message
-from amqpd.core.naming import generated_consumer_tag
+from amqpd.core.naming import generated_consumer_tag, generated_queue_name
 from amqpd.core.queue import Queue
 from amqpd.core.vhost import VHost
 from amqpd.wire.content import ContentHeaderError, body_frames, header_frame, peek_header
@@ -167,8 +167,7 @@ class Channel:
         if info.class_id != 60:
             raise ConnectionError_(
                 UNEXPECTED_FRAME,
-                f"expected content header for class 60, got one for class {info.class_id} "
-                "instead",
+                f"expected content header for class 60, got one for class {info.class_id} instead",
                 BASIC_PUBLISH,
             )
         if info.weight:
@@ -253,6 +252,7 @@ class Channel:
             self.reply(commands.Exchange.DeclareOk())
 
     def _on_exchange_delete(self, args: commands.Exchange.Delete) -> None:
+        self.vhost.check_deletable_exchange(args.exchange)
         self.access.check("configure", "exchange", args.exchange)
         self.vhost.delete_exchange(args.exchange, if_unused=args.if_unused)
         if not args.nowait:
@@ -288,13 +288,19 @@ class Channel:
 
     def _on_queue_declare(self, args: commands.Queue.Declare) -> None:
         name = args.queue
+        server_named = not name and not args.passive
         if args.passive:
             name = self._queue_name(name)
-        elif name:
+        else:
+            if server_named:
+                name = generated_queue_name()
+            else:
+                self.vhost.check_queue_name(name)
             self.access.check("configure", "queue", name)
         queue = self.vhost.declare_queue(
             name,
             owner=self.host,
+            server_named=server_named,
             passive=args.passive,
             durable=args.durable,
             exclusive=args.exclusive,
@@ -315,6 +321,7 @@ class Channel:
         name = self._queue_name(args.queue)
         routing_key = args.routing_key if args.routing_key or args.queue else name
         self.access.check("write", "queue", name)
+        self.vhost.check_not_default(args.exchange)
         self.access.check("read", "exchange", args.exchange)
         self.vhost.bind_queue(name, args.exchange, routing_key, args.arguments or {}, self.host)
         if not args.nowait:
@@ -323,6 +330,7 @@ class Channel:
     def _on_queue_unbind(self, args: commands.Queue.Unbind) -> None:
         name = self._queue_name(args.queue)
         self.access.check("write", "queue", name)
+        self.vhost.check_not_default(args.exchange)
         self.access.check("read", "exchange", args.exchange)
         self.vhost.unbind_queue(
             name, args.exchange, args.routing_key, args.arguments or {}, self.host
@@ -470,10 +478,10 @@ class Channel:
         self._publish = (exchange_name, routing_key, mandatory)
 
     def _publish_target(self, exchange_name: str) -> Any:
+        self.access.check("write", "exchange", exchange_name or "amq.default")
         exchange = self.vhost.exchanges.get(exchange_name)
         if exchange is None:
             raise ChannelError(NOT_FOUND, f"no {describe_exchange(exchange_name, self.vhost.name)}")
-        self.access.check("write", "exchange", exchange_name or "amq.default")
         if exchange.internal:
             raise ChannelError(
                 ACCESS_REFUSED,

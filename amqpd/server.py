@@ -145,7 +145,9 @@ class Server:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, broker.stopping.set)
         addresses = ", ".join(_format_address(s.getsockname()) for s in listener.sockets)
-        log.info("amqpd ready: listening on %s", addresses)
+        # The ready line is what scripts wait for: never hide it below the log level.
+        ready_level = max(logging.INFO, logging.getLogger().getEffectiveLevel())
+        log.log(ready_level, "amqpd ready: listening on %s", addresses)
         await broker.stopping.wait()
         log.info("shutting down")
         listener.close()

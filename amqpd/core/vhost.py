@@ -161,14 +161,23 @@ class VHost:
             )
         return exchange
 
-    def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
-        if name == "" or name.startswith("amq."):
+    def check_queue_name(self, name: str) -> None:
+        """Clients may not declare queues in the reserved `amq.` namespace."""
+        if name.startswith("amq."):
+            raise ChannelError(
+                ACCESS_REFUSED, f"queue name '{name}' contains reserved prefix 'amq.*'"
+            )
+
+    def check_deletable_exchange(self, name: str) -> None:
+        self.check_not_default(name)
+        if name.startswith("amq."):
             raise ChannelError(
                 ACCESS_REFUSED,
-                "operation not permitted on the default exchange"
-                if name == ""
-                else f"deletion of system {describe_exchange(name, self.name)} not allowed",
+                f"deletion of system {describe_exchange(name, self.name)} not allowed",
             )
+
+    def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
+        self.check_deletable_exchange(name)
         exchange = self.exchanges.get(name)
         if exchange is None:
             return  # RabbitMQ treats deleting a missing exchange as success
@@ -202,6 +211,7 @@ class VHost:
         *,
         owner: object,
         passive: bool = False,
+        server_named: bool = False,
         durable: bool = False,
         exclusive: bool = False,
         auto_delete: bool = False,
@@ -210,13 +220,10 @@ class VHost:
         arguments = arguments or {}
         if passive:
             return self.queue(name, owner)
-        generated = name == ""
-        if generated:
-            name = generated_queue_name()
-        elif name.startswith("amq."):
-            raise ChannelError(
-                ACCESS_REFUSED, f"queue name '{name}' contains reserved prefix 'amq.*'"
-            )
+        if name == "":
+            name, server_named = generated_queue_name(), True
+        if not server_named:
+            self.check_queue_name(name)
         validate_queue_arguments(name, self.name, arguments)
         existing = self.queues.get(name)
         if existing is not None:
@@ -224,9 +231,7 @@ class VHost:
             if exclusive != existing.exclusive:
                 raise self._locked(existing)
             check_flag("queue", name, self.name, "durable", durable, existing.durable)
-            check_flag(
-                "queue", name, self.name, "auto_delete", auto_delete, existing.auto_delete
-            )
+            check_flag("queue", name, self.name, "auto_delete", auto_delete, existing.auto_delete)
             check_arguments(
                 "queue", name, self.name, arguments, existing.arguments, QUEUE_ARGUMENTS_CHECKED
             )
@@ -320,7 +325,7 @@ class VHost:
             if problem:
                 raise ChannelError(PRECONDITION_FAILED, problem)
 
-    def _check_not_default(self, exchange_name: str) -> None:
+    def check_not_default(self, exchange_name: str) -> None:
         if exchange_name == "":
             raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
 
@@ -332,7 +337,7 @@ class VHost:
         arguments: dict[str, Any],
         owner: object,
     ) -> None:
-        self._check_not_default(exchange_name)
+        self.check_not_default(exchange_name)
         exchange = self.exchange(exchange_name)
         queue = self.queue(queue_name, owner)
         self._check_bind_arguments(exchange, arguments)
@@ -348,7 +353,7 @@ class VHost:
         arguments: dict[str, Any],
         owner: object,
     ) -> None:
-        self._check_not_default(exchange_name)
+        self.check_not_default(exchange_name)
         queue = self.queues.get(queue_name)
         exchange = self.exchanges.get(exchange_name)
         if queue is None or exchange is None:
@@ -360,8 +365,8 @@ class VHost:
     def bind_exchange(
         self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]
     ) -> None:
-        self._check_not_default(source)
-        self._check_not_default(destination)
+        self.check_not_default(source)
+        self.check_not_default(destination)
         source_exchange = self.exchange(source)
         destination_exchange = self.exchange(destination)
         self._check_bind_arguments(source_exchange, arguments)
@@ -374,8 +379,8 @@ class VHost:
     def unbind_exchange(
         self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]
     ) -> None:
-        self._check_not_default(source)
-        self._check_not_default(destination)
+        self.check_not_default(source)
+        self.check_not_default(destination)
         source_exchange = self.exchanges.get(source)
         destination_exchange = self.exchanges.get(destination)
         if source_exchange is None or destination_exchange is None:

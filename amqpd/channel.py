@@ -46,6 +46,7 @@ from amqpd.wire.methods import (
     encode_deliver,
     encode_get_ok,
     encode_method,
+    shortstr,
 )
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
@@ -98,6 +99,7 @@ class Channel:
         self._header_info: Any = None
         self._body: list[bytes] = []
         self._body_left = 0
+        self._exchange_rk: dict[tuple[str, str], bytes] = {}  # encoded once per pair
         self._handlers: dict[int, Callable[[Any], None]] = {
             commands.Channel.Flow.index: self._on_flow,
             ACCESS_REQUEST: self._on_access_request,
@@ -216,7 +218,15 @@ class Channel:
         exchange_name, routing_key, mandatory = self._publish
         body_parts = self._body
         body = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
-        message = Message(exchange_name, routing_key, self._header, self._header_info, body)
+        key = (exchange_name, routing_key)
+        exchange_rk = self._exchange_rk.get(key)
+        if exchange_rk is None:
+            if len(self._exchange_rk) > 1024:
+                self._exchange_rk.clear()
+            exchange_rk = self._exchange_rk[key] = shortstr(exchange_name) + shortstr(routing_key)
+        message = Message(
+            exchange_name, routing_key, self._header, self._header_info, body, exchange_rk
+        )
         self._reset_content()
         if self.transactional:
             exchange = self._publish_target(exchange_name)
@@ -434,14 +444,22 @@ class Channel:
             consumer.unacked += 1
             if not redelivered:
                 queue.delivered(message)
+        self._send_with_content(
+            encode_deliver(self.number, consumer.tag_sstr, tag, redelivered, message.exchange_rk),
+            message,
+        )
+
+    def _send_with_content(self, method_frame: bytes, message: Message) -> None:
+        """A method frame followed by the message's content frames for this channel."""
         number = self.number
-        pieces = [
-            encode_deliver(number, consumer.tag_sstr, tag, redelivered, message.exchange_rk),
-            header_frame(number, message.header),
-        ]
-        if message.body:
-            pieces += body_frames(number, message.body, self.host.frame_max)
-        self.host.send_many(pieces)
+        frame_max = self.host.frame_max
+        framed = message.framed
+        if framed is None or framed[0] != number or framed[1] != frame_max:
+            content = [header_frame(number, message.header)]
+            if message.body:
+                content += body_frames(number, message.body, frame_max)
+            message.framed = framed = (number, frame_max, content)
+        self.host.send_many([method_frame, *framed[2]])
 
     def _on_get(self, args: commands.Basic.Get) -> None:
         name = self._queue_name(args.queue)
@@ -460,14 +478,10 @@ class Channel:
             self.unacked[tag] = (queue, seq, message, None)
             if not redelivered:
                 queue.delivered(message)
-        number = self.number
-        pieces = [
-            encode_get_ok(number, tag, redelivered, message.exchange_rk, len(queue.messages)),
-            header_frame(number, message.header),
-        ]
-        if message.body:
-            pieces += body_frames(number, message.body, self.host.frame_max)
-        self.host.send_many(pieces)
+        self._send_with_content(
+            encode_get_ok(self.number, tag, redelivered, message.exchange_rk, len(queue.messages)),
+            message,
+        )
 
     # -- basic class: publishing ------------------------------------------------------
 
@@ -522,10 +536,9 @@ class Channel:
         return bool(waiting) and self.open
 
     def _return(self, message: Message, code: int, text: str) -> None:
-        number = self.number
-        pieces = [
+        self._send_with_content(
             encode_method(
-                number,
+                self.number,
                 commands.Basic.Return(
                     reply_code=code,
                     reply_text=text,
@@ -533,11 +546,8 @@ class Channel:
                     routing_key=message.routing_key,
                 ),
             ),
-            header_frame(number, message.header),
-        ]
-        if message.body:
-            pieces += body_frames(number, message.body, self.host.frame_max)
-        self.host.send_many(pieces)
+            message,
+        )
 
     def flush_confirms(self) -> None:
         """Send one ack covering every publish confirmed since the last flush."""

@@ -25,11 +25,18 @@ class Message:
         "headers_raw",
         "exchange_rk",
         "store_id",
+        "framed",
         "_headers",
     )
 
     def __init__(
-        self, exchange: str, routing_key: str, header: bytes, info: HeaderInfo, body: bytes
+        self,
+        exchange: str,
+        routing_key: str,
+        header: bytes,
+        info: HeaderInfo,
+        body: bytes,
+        exchange_rk: bytes | None = None,
     ) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
@@ -39,8 +46,11 @@ class Message:
         self.priority = info.priority
         self.expiration = info.expiration
         self.headers_raw = info.headers_raw
-        self.exchange_rk = shortstr(exchange) + shortstr(routing_key)
+        self.exchange_rk = exchange_rk or shortstr(exchange) + shortstr(routing_key)
         self.store_id = 0  # non-zero once written to a durable queue's log
+        # The content frames last sent, as (channel, frame_max, frames): fan-out to the
+        # same channel number and frame_max re-uses them.
+        self.framed: tuple[int, int, list[bytes]] | None = None
         self._headers: dict[str, Any] | None = None
 
     @property

@@ -445,6 +445,9 @@ class VHost:
 
     def route(self, exchange: Exchange, message: Message) -> list[Queue]:
         """The queues a message reaches, following exchange-to-exchange bindings once each."""
+        if exchange.name == "":
+            queue = self.queues.get(message.routing_key)
+            return [queue] if queue is not None else []
         found = exchange.route(message)
         if not exchange.exchange_destinations:
             return list(found)

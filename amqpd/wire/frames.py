@@ -53,22 +53,35 @@ def encode_frame(frame_type: int, channel: int, payload: bytes) -> bytes:
 
 
 class FrameReader:
-    """Incremental frame splitter with a frame_max limit (0 means unlimited)."""
+    """Incremental frame splitter with a frame_max limit (0 means unlimited).
 
-    __slots__ = ("_buffer", "frame_max")
+    Incoming chunks are kept in a list until the frame they belong to is complete, so a
+    large body arriving in many reads is joined once, not re-copied on every read."""
+
+    __slots__ = ("_chunks", "_have", "_need", "frame_max")
 
     def __init__(self, frame_max: int = 0) -> None:
-        self._buffer = bytearray()
+        self._chunks: list[bytes] = []
+        self._have = 0  # bytes held in _chunks
+        self._need = 0  # bytes needed before parsing can make progress
         self.frame_max = frame_max
 
     def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
-        buffer = self._buffer
-        buffer += data
+        if self._chunks:
+            self._chunks.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            buffer = b"".join(self._chunks)
+            self._chunks = []
+        else:
+            buffer = bytes(data)
         frames: list[tuple[int, int, bytes]] = []
         offset = 0
         available = len(buffer)
         unpack_head = _frame_head.unpack_from
         limit = self.frame_max
+        need = 7
         while available - offset >= 7:
             frame_type, channel, size = unpack_head(buffer, offset)
             if limit and size > limit:  # RabbitMQ allows the 8 bytes of framing as slack
@@ -78,19 +91,25 @@ class FrameReader:
                 )
             end = offset + 7 + size
             if end >= available:
+                need = size + FRAME_OVERHEAD
                 break
             if buffer[end] != FRAME_END:
                 raise FrameError(
                     f"FRAME_ERROR - type {frame_type}, all octets = "
-                    f"{erlang_binary(bytes(buffer[offset + 7 : end]))}: "
+                    f"{erlang_binary(buffer[offset + 7 : end])}: "
                     f"{{invalid_frame_end_marker,{buffer[end]}}}"
                 )
-            frames.append((frame_type, channel, bytes(buffer[offset + 7 : end])))
+            frames.append((frame_type, channel, buffer[offset + 7 : end]))
             offset = end + 1
-        if offset:
-            del buffer[:offset]
+        if offset < available:
+            rest = buffer[offset:] if offset else buffer
+            self._chunks = [rest]
+            self._have = len(rest)
+            self._need = need
+        else:
+            self._have = 0
         return frames
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return self._have if self._chunks else 0

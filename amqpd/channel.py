@@ -63,6 +63,7 @@ class ChannelHost(Protocol):
     max_message_size: int
     writable: bool
     user: str
+    publisher: bool
 
     def send(self, data: bytes) -> None: ...
 
@@ -71,6 +72,8 @@ class ChannelHost(Protocol):
     def request_flush(self, channel: Channel) -> None: ...
 
     def await_durable(self, channel: Channel) -> None: ...
+
+    def became_publisher(self) -> None: ...
 
 
 class Channel:
@@ -490,6 +493,8 @@ class Channel:
         if immediate:
             raise ConnectionError_(NOT_IMPLEMENTED, "immediate=true")
         self._publish = (exchange_name, routing_key, mandatory)
+        if not self.host.publisher:
+            self.host.became_publisher()
 
     def _publish_target(self, exchange_name: str) -> Any:
         self.access.check("write", "exchange", exchange_name or "amq.default")

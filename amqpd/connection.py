@@ -84,7 +84,7 @@ def server_properties() -> dict[str, Any]:
             "exchange_exchange_bindings": True,
             "basic.nack": True,
             "consumer_cancel_notify": True,
-            "connection.blocked": False,
+            "connection.blocked": True,
             "consumer_priorities": False,
             "authentication_failure_close": True,
             "per_consumer_qos": True,
@@ -110,6 +110,9 @@ class Connection(asyncio.Protocol):
         self.max_message_size = config.max_message_size
         self.writable = True
         self.cancel_notify = False
+        self.blocked_notify = False  # the client understands connection.blocked
+        self.publisher = False  # some channel has published: blocked when the disk is full
+        self.blocked = False
         self.user = ""
         self.vhost: VHost = None  # type: ignore[assignment]  # set by connection.open
         self.access: Access = None  # type: ignore[assignment]
@@ -195,6 +198,26 @@ class Connection(asyncio.Protocol):
 
     def await_durable(self, channel: Channel) -> None:
         self.broker.await_durable(channel)
+
+    def became_publisher(self) -> None:
+        self.publisher = True
+        if self.broker.disk_full:
+            self.set_blocked(True)
+
+    def set_blocked(self, blocked: bool) -> None:
+        """Stop (or resume) reading from a publishing connection while the disk is full,
+        telling clients that understand connection.blocked why."""
+        if blocked == self.blocked or self.state != OPEN or self.transport is None:
+            return
+        self.blocked = blocked
+        if blocked:
+            if self.blocked_notify:
+                self._send_method(0, commands.Connection.Blocked(reason="low on disk"))
+            self.transport.pause_reading()
+        else:
+            if self.blocked_notify:
+                self._send_method(0, commands.Connection.Unblocked())
+            self.transport.resume_reading()
 
     def flush(self) -> None:
         self._flush_requested = False
@@ -317,6 +340,7 @@ class Connection(asyncio.Protocol):
     def _on_start_ok(self, args: commands.Connection.StartOk) -> None:
         capabilities = (args.client_properties or {}).get("capabilities") or {}
         self.cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
+        self.blocked_notify = bool(capabilities.get("connection.blocked"))
         response = args.response
         raw = response.encode() if isinstance(response, str) else bytes(response or b"")
         if args.mechanism not in MECHANISMS:

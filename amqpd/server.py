@@ -43,6 +43,7 @@ class Broker:
         self.stores: list[DurableStore] = []
         self.connections: set[Connection] = set()
         self.fatal: BaseException | None = None
+        self.disk_full = False
         self.stopping = asyncio.Event()
         self._confirm_waiters: dict[str, set[Channel]] = {}
 
@@ -101,6 +102,18 @@ class Broker:
             if not channel.durable_advanced():
                 waiters.discard(channel)
 
+    async def watch_disk(self, interval: float = 0.5) -> None:
+        """Block publishing connections while any store cannot write for lack of space."""
+        while True:
+            await asyncio.sleep(interval)
+            full = any(store.disk_full for store in self.stores)
+            if full != self.disk_full:
+                self.disk_full = full
+                log.warning("disk full: blocking publishers" if full else "disk space back")
+                for connection in list(self.connections):
+                    if connection.publisher:
+                        connection.set_blocked(full)
+
     def _fail(self, error: BaseException) -> None:
         log.critical("the message store failed, stopping: %s", error)
         self.fatal = error
@@ -148,7 +161,9 @@ class Server:
         # The ready line is what scripts wait for: never hide it below the log level.
         ready_level = max(logging.INFO, logging.getLogger().getEffectiveLevel())
         log.log(ready_level, "amqpd ready: listening on %s", addresses)
+        disk_watch = asyncio.create_task(broker.watch_disk())
         await broker.stopping.wait()
+        disk_watch.cancel()
         log.info("shutting down")
         listener.close()
         for connection in list(broker.connections):

@@ -8,6 +8,7 @@ content header does not parse) are skipped and counted, never fatal.
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from amqpd.core.exchange import EXCHANGE_TYPES, Exchange
@@ -15,7 +16,8 @@ from amqpd.core.message import Message
 from amqpd.core.queue import Queue
 from amqpd.core.vhost import VHost
 from amqpd.store import Recovered
-from amqpd.wire.content import ContentHeaderError, peek_header
+from amqpd.wire.content import ContentHeaderError, HeaderInfo, peek_header
+from amqpd.wire.methods import shortstr
 
 log = logging.getLogger("amqpd.restore")
 
@@ -24,6 +26,8 @@ def restore(vhost: VHost, recovered: Recovered) -> int:
     """Load `recovered` into `vhost`; returns the number of entries skipped."""
     store, vhost.store = vhost.store, None
     skipped = 0
+    collecting = gc.isenabled()
+    gc.disable()  # millions of new objects, no cycles among them: don't let the GC rescan
     try:
         for record in recovered.exchanges:
             exchange_class = EXCHANGE_TYPES.get(record.type)
@@ -61,29 +65,40 @@ def restore(vhost: VHost, recovered: Recovered) -> int:
                 continue
             source.bind(destination, record.routing_key, record.arguments)
             destination.bound_from.add(source)
+        # Many messages share a content header and an exchange/routing key: parse and
+        # encode each distinct one once, and share the bytes.
+        headers: dict[bytes, tuple[bytes, HeaderInfo]] = {}
+        names: dict[tuple[str, str], bytes] = {}
         for queue_name, messages in recovered.messages.items():
             queue = vhost.queues.get(queue_name)
             if queue is None:
                 skipped += len(messages)
                 continue
             for recovered_message in messages:
-                try:
-                    info = peek_header(recovered_message.header)
-                except ContentHeaderError:
-                    skipped += 1
-                    continue
+                parsed = headers.get(recovered_message.header)
+                if parsed is None:
+                    try:
+                        info = peek_header(recovered_message.header)
+                    except ContentHeaderError:
+                        skipped += 1
+                        continue
+                    parsed = (recovered_message.header, info)
+                    if len(headers) < 100_000:
+                        headers[recovered_message.header] = parsed
+                pair = (recovered_message.exchange, recovered_message.routing_key)
+                exchange_rk = names.get(pair)
+                if exchange_rk is None:
+                    exchange_rk = names[pair] = shortstr(pair[0]) + shortstr(pair[1])
                 message = Message(
-                    recovered_message.exchange,
-                    recovered_message.routing_key,
-                    recovered_message.header,
-                    info,
-                    recovered_message.body,
+                    pair[0], pair[1], parsed[0], parsed[1], recovered_message.body, exchange_rk
                 )
                 message.store_id = recovered_message.message_id
                 queue.enqueue(message, redelivered=recovered_message.delivered)
         vhost.next_message_id = max(vhost.next_message_id, recovered.next_message_id)
     finally:
         vhost.store = store
+        if collecting:
+            gc.enable()
     if skipped:
         log.warning(
             "vhost %s: skipped %d recovered entries that no longer fit", vhost.name, skipped

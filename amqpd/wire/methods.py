@@ -48,10 +48,13 @@ class UnknownMethodError(Exception):
         self.index = index
 
 
+_LENGTH_OCTETS = [bytes((size,)) for size in range(256)]
+
+
 def shortstr(value: str | bytes) -> bytes:
     """Length-prefixed short string, as the wire wants it."""
     raw = value.encode() if isinstance(value, str) else value
-    return bytes((len(raw),)) + raw
+    return _LENGTH_OCTETS[len(raw)] + raw
 
 
 def _decode_publish(payload: bytes) -> tuple[str, str, bool, bool]:

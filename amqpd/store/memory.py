@@ -46,8 +46,9 @@ class MemoryStore:
     def exchange_deleted(self, name: str) -> None:
         self._advance()
         self._exchanges.pop(name, None)
-        for key in [k for k in self._bindings
-                    if k[0] == name or (k[1] == "exchange" and k[2] == name)]:
+        for key in [
+            k for k in self._bindings if k[0] == name or (k[1] == "exchange" and k[2] == name)
+        ]:
             del self._bindings[key]
 
     def queue_declared(self, record: QueueRecord) -> None:

@@ -163,8 +163,7 @@ def encode_binding(rtype: int, r: BindingRecord) -> list[bytes]:
     """BIND or UNBIND."""
     kind = 1 if r.destination_kind == "exchange" else 0
     payload = (
-        _s(r.source) + _U8.pack(kind) + _s(r.destination) + _s(r.routing_key)
-        + _table(r.arguments)
+        _s(r.source) + _U8.pack(kind) + _s(r.destination) + _s(r.routing_key) + _table(r.arguments)
     )
     return _framed(rtype, [payload])
 

@@ -123,9 +123,9 @@ def _resync(data: bytes, view: memoryview, p: int, n: int) -> int:
         p += 1
 
 
-def scan(data: bytes, result: ScanResult, start: int = FILE_HEADER_SIZE) -> Iterator[
-    tuple[int, int, int, int]
-]:
+def scan(
+    data: bytes, result: ScanResult, start: int = FILE_HEADER_SIZE
+) -> Iterator[tuple[int, int, int, int]]:
     """Yield (type, payload start, payload end, record start) for every intact record.
 
     A damaged run followed by an intact record is skipped and counted in ``result.corrupt``;

@@ -1,0 +1,122 @@
+"""Reclaiming disk: deleting dead segments and compacting mostly-dead ones, oldest first.
+
+Contract: every segment starts with a topology snapshot, so only live messages pin it.
+``_reclaim`` deletes the oldest segment while none of its messages is live (never the head,
+never before the next segment's snapshot is on disk) and compacts the oldest one when its live
+bytes fall below ``compact_ratio`` of its size (or when live data is below that ratio of all
+bytes on disk): its live messages are re-appended at the head, synced, then it is deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from itertools import islice
+from pathlib import Path
+
+from amqpd.store import records as R
+from amqpd.store.index import OFF_MASK, Segment
+from amqpd.store.segments import ScanResult, fsync_directory, scan
+from amqpd.store.writes import LogHead
+
+log = logging.getLogger("amqpd.store")
+
+
+class LogReclaim(LogHead):
+    """The appending log plus segment deletion and compaction."""
+
+    def __init__(self, directory: Path, segment_bytes: int, compact_ratio: float) -> None:
+        super().__init__(directory, segment_bytes)
+        self._compact_ratio = compact_ratio
+        self._compactions = 0
+        self._deleted = 0
+
+    def _delete(self, seg: Segment) -> None:
+        if seg.pinned and self._dirty:
+            self._sync()  # its live messages were copied to the head: sync them first
+        if seg.fd >= 0:
+            os.close(seg.fd)
+            seg.fd = -1
+        try:
+            os.unlink(seg.path)
+        except FileNotFoundError:
+            pass
+        fsync_directory(self.directory)
+        del self._segs[seg.number]
+        self._disk_bytes -= seg.written
+        self._deleted += 1
+
+    def _reclaim(self, deleting_only: bool = False) -> None:
+        """Delete dead segments oldest first; compact the oldest one if mostly dead."""
+        while len(self._segs) > 1:
+            oldest, following = list(islice(self._segs.values(), 2))
+            if oldest is self._head or oldest.live_count:
+                break
+            if deleting_only and (
+                oldest.pinned
+                or oldest.written != oldest.size
+                or following.written < following.base  # its topology snapshot is not on disk
+            ):
+                return
+            self._delete(oldest)
+        if deleting_only or len(self._segs) < 2:
+            return
+        oldest = next(iter(self._segs.values()))
+        if oldest is self._head:
+            return
+        ratio = self._compact_ratio
+        if oldest.live_bytes < ratio * oldest.size or (
+            # a mostly-live oldest segment must not pin many dead ones behind it
+            len(self._segs) > 2
+            and sum(s.live_bytes for s in self._segs.values()) < ratio * self._disk_bytes
+        ):
+            self._compact(oldest)
+
+    def _compact(self, seg: Segment) -> None:
+        """Re-append the live messages of ``seg`` at the head, then delete it."""
+        data = seg.path.read_bytes()
+        number = seg.number
+        result = ScanResult()
+        moved = []
+        for rtype, p, end, start in scan(data, result):
+            if rtype != R.PUBLISH:
+                continue
+            mid, qlist, _ = R.decode_publish_queues(data, p)
+            if self._loc.get(mid) != (number << 64) | (start << 32) | (end - start):
+                continue
+            queues = {}
+            for name, _flag in qlist:
+                held = self._qmsgs.get(name)
+                if held is not None and mid in held:
+                    queues[name] = held[mid]
+            ex, rk, header, body = R.decode_publish_content(data, p, end)
+            moved.append((mid, queues, ex, rk, header, body))
+        for mid, queues, ex, rk, header, body in moved:
+            new_seg, offset, size = self._emit(R.encode_publish(mid, queues, ex, rk, header, body))
+            packed = self._loc[mid]
+            seg.live_count -= 1
+            seg.live_bytes -= packed & OFF_MASK
+            self._loc[mid] = (new_seg.number << 64) | (offset << 32) | size
+            new_seg.live_count += 1
+            new_seg.live_bytes += size
+        if seg.live_count:  # records it could not read back (damaged since written)
+            log.error(
+                "compaction: %d live messages in %s unreadable; dropped",
+                seg.live_count,
+                seg.path.name,
+            )
+            self._corrupt += seg.live_count
+            for mid in [m for m, packed in self._loc.items() if packed >> 64 == number]:
+                self._loc.pop(mid)
+                self._refs.pop(mid, None)
+                for held in self._qmsgs.values():
+                    held.pop(mid, None)
+            seg.live_count = seg.live_bytes = 0
+        seg.pinned = True
+        self._compactions += 1
+        self._end_buf()
+        if self._run_writes():
+            if self._wrote:
+                self._batches += 1
+            self._sync()
+            self._delete(seg)

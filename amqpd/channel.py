@@ -41,6 +41,22 @@ from amqpd.wire.methods import (
     encode_method,
 )
 
+# Methods whose reply promises a durable change (when the entities involved are durable).
+TOPOLOGY_METHODS = frozenset(
+    method.index
+    for method in (
+        commands.Exchange.Declare,
+        commands.Exchange.Delete,
+        commands.Exchange.Bind,
+        commands.Exchange.Unbind,
+        commands.Queue.Declare,
+        commands.Queue.Bind,
+        commands.Queue.Unbind,
+        commands.Queue.Purge,
+        commands.Queue.Delete,
+    )
+)
+
 
 class ChannelHost(Protocol):
     """What a channel needs from its connection."""
@@ -92,6 +108,9 @@ class Channel(PublishingMixin, ConsumingMixin):
         self._body: list[bytes] = []
         self._body_left = 0
         self._exchange_rk: dict[tuple[str, str], bytes] = {}  # encoded once per pair
+        self._holding = False  # collecting the replies of a topology method
+        self._held_now: list[bytes] = []
+        self._held: deque[tuple[int, list[bytes]]] = deque()  # (store ticket, reply frames)
         self._handlers: dict[int, Callable[[Any], None]] = {
             commands.Channel.Flow.index: self._on_flow,
             ACCESS_REQUEST: self._on_access_request,
@@ -121,7 +140,13 @@ class Channel(PublishingMixin, ConsumingMixin):
         }
 
     def reply(self, method: base.Frame) -> None:
-        self.host.send(encode_method(self.number, method))
+        frame = encode_method(self.number, method)
+        if self._holding:
+            self._held_now.append(frame)
+        elif self._held:
+            self._held.append((0, [frame]))  # never overtake a reply still held
+        else:
+            self.host.send(frame)
 
     def _send_with_content(self, method_frame: bytes, message: Message) -> None:
         """A method frame followed by the message's content frames for this channel."""
@@ -142,7 +167,35 @@ class Channel(PublishingMixin, ConsumingMixin):
         handler = self._handlers.get(index)
         if handler is None:
             raise ConnectionError_(COMMAND_INVALID, "unimplemented method", index)
-        handler(args)
+        store = self.vhost.store
+        if index not in TOPOLOGY_METHODS or store is None:
+            handler(args)
+            return
+        # A reply to a change of durable topology promises it survives a crash: hold the
+        # reply until the store says the change is on disk.
+        before = store.ticket
+        self._holding = True
+        try:
+            handler(args)
+        finally:
+            self._holding = False
+        frames, self._held_now = self._held_now, []
+        ticket = store.ticket if store.ticket != before else 0
+        if self._held or ticket > self.vhost.durable_ticket:
+            self._held.append((ticket, frames))
+            self.host.await_durable(self)
+        else:
+            self.host.send_many(frames)
+
+    def durable_advanced(self) -> bool:
+        """The store made more durable: send the replies and confirms now due.
+        True while the channel still waits for something."""
+        durable = self.vhost.durable_ticket
+        held = self._held
+        while held and held[0][0] <= durable:
+            self.host.send_many(held.popleft()[1])
+        confirms_waiting = self._release_confirms()
+        return (confirms_waiting or bool(held)) and self.open
 
     def _on_flow(self, args: commands.Channel.Flow) -> None:
         if not args.active:

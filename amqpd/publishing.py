@@ -192,7 +192,7 @@ class PublishingMixin:
             self.confirm_ready = self.publish_seq
             self.host.request_flush(self)
 
-    def durable_advanced(self) -> bool:
+    def _release_confirms(self) -> bool:
         """The store made more durable; release the acks now due. True while still waiting."""
         waiting = self._confirm_waiting
         durable = self.vhost.durable_ticket
@@ -202,7 +202,7 @@ class PublishingMixin:
         if ready != self.confirm_ready:
             self.confirm_ready = ready
             self.host.request_flush(self)
-        return bool(waiting) and self.open
+        return bool(waiting)
 
     def _return(self, message: Message, code: int, text: str) -> None:
         self._send_with_content(

@@ -37,7 +37,9 @@ class BrokerProcess:
         args = [sys.executable, "-m", "amqpd", "--port", "0", "--data-dir", str(self.data_dir)]
         env = dict(os.environ)
         env.update(self.env or {})
-        self._ready.clear()
+        self._ready = (
+            threading.Event()
+        )  # a fresh one: the last process's reader may still set its own
         self.proc = subprocess.Popen(
             args + self.extra_args,
             stdout=subprocess.DEVNULL,
@@ -45,21 +47,21 @@ class BrokerProcess:
             text=True,
             env=env,
         )
-        threading.Thread(target=self._read_log, args=(self.proc,), daemon=True).start()
+        threading.Thread(target=self._read_log, args=(self.proc, self._ready), daemon=True).start()
         if not self._ready.wait(timeout):
             self.kill()
             raise RuntimeError("amqpd did not become ready:\n" + "\n".join(self.log_lines))
         return self
 
-    def _read_log(self, proc: subprocess.Popen[str]) -> None:
+    def _read_log(self, proc: subprocess.Popen[str], ready: threading.Event) -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
             self.log_lines.append(line.rstrip("\n"))
             match = READY_PATTERN.search(line)
-            if match and not self._ready.is_set():
+            if match and not ready.is_set():
                 self.host, self.port = match.group(1), int(match.group(2))
-                self._ready.set()
-        self._ready.set()
+                ready.set()
+        ready.set()
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM and wait; returns the exit code."""

@@ -254,10 +254,6 @@ def test_non_durable_and_exclusive_do_not_survive(node: Node, how: str) -> None:
     ch.queue_declare("q.exclusive", durable=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="amqpd sends declare-ok before the store wrote the record; see durability.md",
-)
 def test_declare_ok_means_written(node: Node) -> None:
     """A kill -9 right after declare-ok / bind-ok must not lose the declaration."""
     ch = node.channel(confirm=False)

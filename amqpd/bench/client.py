@@ -113,8 +113,7 @@ class BenchClient(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(AmqpError(f"connection lost: {exc}" if exc else "connection closed"))
@@ -159,7 +158,9 @@ class BenchClient(asyncio.Protocol):
                     tag_len = data[pos + 11]
                     self._tag = read_u64(data, pos + 12 + tag_len)
                 elif cm == BASIC_ACK or cm == BASIC_NACK:
-                    self.on_confirm(read_u64(data, pos + 11), bool(data[pos + 19] & 1), cm == BASIC_ACK)
+                    self.on_confirm(
+                        read_u64(data, pos + 11), bool(data[pos + 19] & 1), cm == BASIC_ACK
+                    )
                 else:
                     if cm == BASIC_RETURN:
                         self.returned += 1
@@ -296,8 +297,11 @@ class BenchClient(asyncio.Protocol):
         if self.closed is None and not self.transport.is_closing():
             try:
                 await asyncio.wait_for(
-                    self.rpc(commands.Connection.Close(200, "bye", 0, 0),
-                             commands.Connection.CloseOk, channel=0),
+                    self.rpc(
+                        commands.Connection.Close(200, "bye", 0, 0),
+                        commands.Connection.CloseOk,
+                        channel=0,
+                    ),
                     timeout,
                 )
             except (TimeoutError, AmqpError):
@@ -309,14 +313,13 @@ class BenchClient(asyncio.Protocol):
             self.transport.abort()
 
 
-async def connect(uri: str | BrokerUri, factory: type[BenchClient] = BenchClient,
-                  **kwargs: Any) -> BenchClient:
+async def connect(
+    uri: str | BrokerUri, factory: type[BenchClient] = BenchClient, **kwargs: Any
+) -> BenchClient:
     """Open a connection with channel 1 ready; `factory(**kwargs)` builds the protocol."""
     parsed = uri if isinstance(uri, BrokerUri) else BrokerUri.parse(uri)
     loop = asyncio.get_running_loop()
-    _, client = await loop.create_connection(
-        lambda: factory(**kwargs), parsed.host, parsed.port
-    )
+    _, client = await loop.create_connection(lambda: factory(**kwargs), parsed.host, parsed.port)
     try:
         await client.handshake(parsed)
     except BaseException:

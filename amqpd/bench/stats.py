@@ -2,13 +2,14 @@
 
 `bucket_us(ns)` maps a latency to microseconds kept to ~0.1% (exact below 1024 us), so a
 histogram is a small dict {bucket_us: count} that pickles fast and merges by addition.
-`SeqTracker` keeps one bitmap per producer id; merging bitmaps from several consumers of
-the same queue finds duplicates that crossed process boundaries.
+Deliveries seen are kept as runs of consecutive stamp keys; `merge_runs` unites the runs
+of every consumer of a queue and counts keys seen more than once (duplicates), also when
+they crossed process boundaries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 Histogram = dict[int, int]
 
@@ -58,44 +59,36 @@ def _name(point: float) -> str:
     return f"p{point:g}".replace(".", "_")
 
 
-class SeqTracker:
-    """Which sequence numbers of each producer were seen; counts duplicates on the way."""
+def merge_runs(runs: Iterable[Sequence[int]]) -> tuple[list[tuple[int, int]], int]:
+    """Union of flat [start, end, start, end, ...] runs, and how many keys were repeated.
 
-    def __init__(self) -> None:
-        self.bitmaps: dict[int, bytearray] = {}
-        self.duplicates = 0
-
-    def see(self, producer: int, seq: int) -> None:
-        """Record one delivery (the hot-path version is inlined in the consumer)."""
-        bitmap = self.bitmaps.get(producer)
-        if bitmap is None:
-            bitmap = self.bitmaps[producer] = bytearray(1 << 16)
-        index = seq >> 3
-        if index >= len(bitmap):
-            bitmap.extend(bytes(max(index + 1 - len(bitmap), len(bitmap))))
-        bit = 1 << (seq & 7)
-        if bitmap[index] & bit:
-            self.duplicates += 1
-        else:
-            bitmap[index] |= bit
-
-    def export(self) -> dict[int, bytes]:
-        """The bitmaps as bytes, for sending to the parent process."""
-        return {p: bytes(b) for p, b in self.bitmaps.items()}
-
-
-def merge_bitmaps(bitmaps: Iterable[bytes]) -> tuple[int, int]:
-    """(union as an int bitset, duplicates between the inputs) of several bitmaps."""
-    union = 0
+    Returns the union as sorted, disjoint (start, end) pairs and the duplicate count: a
+    key present k times across (or within) the inputs contributes k - 1.
+    """
+    pairs: list[tuple[int, int]] = []
+    for flat in runs:
+        pairs.extend(zip(flat[0::2], flat[1::2], strict=True))
+    pairs.sort()
+    union: list[tuple[int, int]] = []
     duplicates = 0
-    for raw in bitmaps:
-        value = int.from_bytes(raw, "little")
-        duplicates += (union & value).bit_count()
-        union |= value
+    for start, end in pairs:
+        if union and start < union[-1][1]:
+            last_start, last_end = union[-1]
+            duplicates += min(end, last_end) - start
+            if end > last_end:
+                union[-1] = (last_start, end)
+        elif union and start == union[-1][1]:
+            union[-1] = (union[-1][0], end)
+        else:
+            union.append((start, end))
     return union, duplicates
 
 
-def count_seen(union: int, sent: int) -> tuple[int, int]:
-    """(sequence numbers 0..sent-1 seen, numbers >= sent seen) in a union bitset."""
-    low = union & ((1 << sent) - 1)
-    return low.bit_count(), (union >> sent).bit_count()
+def count_within(union: Sequence[tuple[int, int]], low: int, high: int) -> int:
+    """How many keys of the disjoint union lie in [low, high)."""
+    return sum(max(0, min(end, high) - max(start, low)) for start, end in union)
+
+
+def count_all(union: Sequence[tuple[int, int]]) -> int:
+    """How many keys the disjoint union holds."""
+    return sum(end - start for start, end in union)

@@ -98,9 +98,11 @@ class PublishTemplate:
             piece = filler[offset : offset + chunk]
             suffix_parts.append(frame(FRAME_BODY, channel, piece))
             offset += len(piece)
-        self.prefix: bytes = frame(FRAME_METHOD, channel, method) + frame(
-            FRAME_HEADER, channel, header
-        ) + body_frames[0]
+        self.prefix: bytes = (
+            frame(FRAME_METHOD, channel, method)
+            + frame(FRAME_HEADER, channel, header)
+            + body_frames[0]
+        )
         self.suffix: bytes = b"".join(suffix_parts)
         self.size = size
 

@@ -205,6 +205,11 @@ class DurableStore(LogRecovery):
                 if queues.pop(queue, None) is not None and not queues:
                     del self._pending_msgs[mid]
 
+    @property
+    def ticket(self) -> int:
+        """The ticket of the latest call: `on_durable(t)` with t >= it covers that call."""
+        return self._ticket
+
     def _advance(self) -> None:
         if self._ticket == self._flushed_ticket and self.on_pending is not None:
             self.on_pending()

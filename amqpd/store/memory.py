@@ -117,6 +117,11 @@ class MemoryStore:
         else:
             self._refs.pop(message_id, None)
 
+    @property
+    def ticket(self) -> int:
+        """The ticket of the latest call: `on_durable(t)` with t >= it covers that call."""
+        return self._ticket
+
     def _advance(self) -> None:
         if self._ticket == self._durable and self.on_pending is not None:
             self.on_pending()

@@ -1,0 +1,8 @@
+"""`python -m amqpd.bench`: run the benchmark command line."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -41,8 +41,9 @@ from amqpd.wire.methods import (
     encode_method,
 )
 
-# Methods whose reply promises a durable change (when the entities involved are durable).
-TOPOLOGY_METHODS = frozenset(
+# Methods whose reply promises a durable change (when the entities involved are durable):
+# topology changes, and tx.commit of persistent messages.
+DURABLE_REPLY_METHODS = frozenset(
     method.index
     for method in (
         commands.Exchange.Declare,
@@ -54,6 +55,7 @@ TOPOLOGY_METHODS = frozenset(
         commands.Queue.Unbind,
         commands.Queue.Purge,
         commands.Queue.Delete,
+        commands.Tx.Commit,
     )
 )
 
@@ -168,11 +170,11 @@ class Channel(PublishingMixin, ConsumingMixin):
         if handler is None:
             raise ConnectionError_(COMMAND_INVALID, "unimplemented method", index)
         store = self.vhost.store
-        if index not in TOPOLOGY_METHODS or store is None:
+        if index not in DURABLE_REPLY_METHODS or store is None:
             handler(args)
             return
-        # A reply to a change of durable topology promises it survives a crash: hold the
-        # reply until the store says the change is on disk.
+        # Such a reply promises the change survives a crash: hold it until the store says
+        # the change is on disk.
         before = store.ticket
         self._holding = True
         try:

@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("amqpd.connection")
 
 CLOSE_OK_TIMEOUT = 3.0
+# Deliveries stop for the rest of a tick once this much output waits for the flush.
+OUTPUT_HIGH_WATER = 1 << 20
 CHANNEL_OPEN = commands.Channel.Open.index
 CHANNEL_CLOSE = commands.Channel.Close.index
 CHANNEL_CLOSE_OK = commands.Channel.CloseOk.index
@@ -118,6 +120,8 @@ class Connection(asyncio.Protocol):
         self.access: Access = None  # type: ignore[assignment]
         self._header = b""
         self._out: list[bytes] = []
+        self._out_size = 0  # bytes in _out
+        self._paused = False  # the transport asked us to stop writing
         self._flush_requested = False
         self._confirm_channels: set[Channel] = set()
         self._last_received = 0.0
@@ -169,23 +173,33 @@ class Connection(asyncio.Protocol):
         self.broker.connections.discard(self)
 
     def pause_writing(self) -> None:
+        self._paused = True
         self.writable = False
 
     def resume_writing(self) -> None:
-        self.writable = True
-        for channel in self.channels.values():
-            channel.kick_consumers()
+        self._paused = False
+        self._writable_again()
+
+    def _writable_again(self) -> None:
+        if self._out_size < OUTPUT_HIGH_WATER and not self._paused and not self.writable:
+            self.writable = True
+            for channel in self.channels.values():
+                channel.kick_consumers()
 
     # -- output ---------------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
         self._out.append(data)
+        self._out_size += len(data)
         if not self._flush_requested:
             self._flush_requested = True
             self.broker.scheduler.flush(self)
 
     def send_many(self, pieces: list[bytes]) -> None:
         self._out += pieces
+        self._out_size += sum(map(len, pieces))
+        if self._out_size >= OUTPUT_HIGH_WATER:
+            self.writable = False  # enough for this tick: deliver more after the flush
         if not self._flush_requested:
             self._flush_requested = True
             self.broker.scheduler.flush(self)
@@ -227,10 +241,15 @@ class Connection(asyncio.Protocol):
                 channel.flush_confirms()
         if self._out and self.transport is not None and not self.transport.is_closing():
             out, self._out = self._out, []
-            self.transport.writelines(out)
+            # One buffer per tick: a transport holding millions of small buffers spends
+            # its time managing them instead of sending.
+            self.transport.write(b"".join(out))
             self._last_sent = self._loop.time()
         else:
             self._out = []
+        self._out_size = 0
+        if not self.writable:
+            self._writable_again()
 
     def _send_method(self, number: int, method: base.Frame) -> None:
         self.send(encode_method(number, method))

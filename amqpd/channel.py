@@ -28,6 +28,7 @@ from amqpd.core.errors import (
 )
 from amqpd.core.message import Message
 from amqpd.core.naming import generated_queue_name
+from amqpd.core.queue import Queue
 from amqpd.core.vhost import VHost
 from amqpd.publishing import PublishingMixin
 from amqpd.wire.content import body_frames, header_frame
@@ -81,6 +82,8 @@ class ChannelHost(Protocol):
     def await_durable(self, channel: Channel) -> None: ...
 
     def became_publisher(self) -> None: ...
+
+    def throttle(self, queues: list[Queue]) -> None: ...
 
 
 class Channel(PublishingMixin, ConsumingMixin):

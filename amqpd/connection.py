@@ -32,6 +32,7 @@ from amqpd.core.errors import (
     ChannelError,
     ConnectionError_,
 )
+from amqpd.core.queue import Queue
 from amqpd.core.vhost import VHost
 from amqpd.wire.erlang import erlang_binary
 from amqpd.wire.frames import (
@@ -115,6 +116,8 @@ class Connection(asyncio.Protocol):
         self.blocked_notify = False  # the client understands connection.blocked
         self.publisher = False  # some channel has published: blocked when the disk is full
         self.blocked = False
+        self._flow_queues = 0  # backlogged queues this publisher waits for
+        self._reading_paused = False
         self.user = ""
         self.vhost: VHost = None  # type: ignore[assignment]  # set by connection.open
         self.access: Access = None  # type: ignore[assignment]
@@ -218,20 +221,47 @@ class Connection(asyncio.Protocol):
         if self.broker.disk_full:
             self.set_blocked(True)
 
+    def throttle(self, queues: list[Queue]) -> None:
+        """Flow control: stop reading from this publisher until those queues' backlogs
+        clear. A connection that also consumes is never paused: it must be able to ack."""
+        if self.transport is None or any(channel.consumers for channel in self.channels.values()):
+            return
+        for queue in queues:
+            if self._release_flow not in queue.drain_waiters:
+                queue.drain_waiters.append(self._release_flow)
+                self._flow_queues += 1
+        self._update_reading()
+
+    def _release_flow(self, queue: Queue) -> None:
+        self._flow_queues -= 1
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read while neither a full disk nor a queue backlog says otherwise."""
+        if self.transport is None or self.state == CLOSED:
+            return
+        paused = self.blocked or self._flow_queues > 0
+        if paused != self._reading_paused:
+            self._reading_paused = paused
+            if paused:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
     def set_blocked(self, blocked: bool) -> None:
         """Stop (or resume) reading from a publishing connection while the disk is full,
         telling clients that understand connection.blocked why."""
         if blocked == self.blocked or self.state != OPEN or self.transport is None:
             return
         self.blocked = blocked
-        if blocked:
-            if self.blocked_notify:
-                self._send_method(0, commands.Connection.Blocked(reason="low on disk"))
-            self.transport.pause_reading()
-        else:
-            if self.blocked_notify:
-                self._send_method(0, commands.Connection.Unblocked())
-            self.transport.resume_reading()
+        if self.blocked_notify:
+            self._send_method(
+                0,
+                commands.Connection.Blocked(reason="low on disk")
+                if blocked
+                else commands.Connection.Unblocked(),
+            )
+        self._update_reading()
 
     def flush(self) -> None:
         self._flush_requested = False
@@ -546,6 +576,8 @@ class Connection(asyncio.Protocol):
 
     def _heartbeat_tick(self) -> None:
         now = self._loop.time()
+        if self._reading_paused:
+            self._last_received = now  # we are not reading: silence is ours, not the peer's
         if now - self._last_received > 2 * self.heartbeat:
             log.info("missed heartbeats from client %s, timeout: %ds", self.peer, self.heartbeat)
             self._timer = None

@@ -173,9 +173,14 @@ class PublishingMixin:
         return exchange
 
     def _route(self, exchange: Any, message: Message, mandatory: bool) -> None:
-        reached, ticket = self.vhost.publish(exchange, message)
-        if not reached and mandatory:
-            self._return(message, 312, "NO_ROUTE")
+        queues, ticket = self.vhost.publish(exchange, message)
+        if not queues:
+            if mandatory:
+                self._return(message, 312, "NO_ROUTE")
+        elif queues[0].backlogged or len(queues) > 1:
+            backlogged = [queue for queue in queues if queue.backlogged]
+            if backlogged:
+                self.host.throttle(backlogged)
         if self.confirming:
             self._confirm_later(ticket)
 

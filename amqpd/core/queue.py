@@ -19,6 +19,12 @@ from amqpd.store import Store
 
 Entry = tuple[int, Message, bool]
 
+# Flow control: a queue with consumers and more ready messages than FLOW_HIGH is
+# "backlogged" (its consumers are slower than its publishers); publishers to it are paused
+# until the dispatcher has brought it down to FLOW_LOW.
+FLOW_HIGH = 50_000
+FLOW_LOW = 25_000
+
 
 class Consumer(Protocol):
     tag: str
@@ -59,6 +65,8 @@ class Queue:
         self._next_seq = 0
         self._schedule = schedule
         self.store: Store | None = None  # set for durable, non-exclusive queues
+        self.backlogged = False
+        self.drain_waiters: list[Callable[[Queue], None]] = []  # called once backlog clears
 
     @property
     def exclusive(self) -> bool:
@@ -72,9 +80,13 @@ class Queue:
     def enqueue(self, message: Message, redelivered: bool = False) -> int:
         seq = self._next_seq
         self._next_seq = seq + 1
-        self.messages.append((seq, message, redelivered))
-        if self.consumers and not self.dispatch_pending:
-            self.kick()
+        messages = self.messages
+        messages.append((seq, message, redelivered))
+        if self.consumers:
+            if not self.dispatch_pending:
+                self.kick()
+            if len(messages) > FLOW_HIGH:
+                self.backlogged = True
         return seq
 
     def take(self) -> Entry | None:
@@ -100,6 +112,8 @@ class Queue:
     def purge(self) -> int:
         count = len(self.messages)
         self.messages.clear()
+        if self.backlogged:
+            self.release_publishers()
         if self.store is not None and count:
             self.store.queue_purged(self.name)
         return count
@@ -155,4 +169,13 @@ class Queue:
                     consumer.deliver(self, seq, message, redelivered)
                     break
             else:
-                return
+                break
+        if self.backlogged and len(messages) <= FLOW_LOW:
+            self.release_publishers()
+
+    def release_publishers(self) -> None:
+        """The backlog cleared (or the queue went away): wake the paused publishers."""
+        self.backlogged = False
+        waiters, self.drain_waiters = self.drain_waiters, []
+        for waiter in waiters:
+            waiter(self)

@@ -299,6 +299,8 @@ class VHost:
                 self._maybe_auto_delete_exchange(exchange)
         queue.bound_from.clear()
         queue.messages.clear()
+        if queue.backlogged:
+            queue.release_publishers()
         for consumer in list(queue.consumers):
             consumer.queue_deleted(queue)
         queue.consumers.clear()
@@ -419,7 +421,7 @@ class VHost:
 
     # -- routing ------------------------------------------------------------------------
 
-    def publish(self, exchange: Exchange, message: Message) -> tuple[int, int]:
+    def publish(self, exchange: Exchange, message: Message) -> tuple[list[Queue], int]:
         """Route and enqueue a message; returns (queues reached, store ticket or 0).
 
         A persistent message reaching durable queues is written to the store once, and
@@ -441,7 +443,7 @@ class VHost:
                 )
         for queue in queues:
             queue.enqueue(message)
-        return len(queues), ticket
+        return queues, ticket
 
     def route(self, exchange: Exchange, message: Message) -> list[Queue]:
         """The queues a message reaches, following exchange-to-exchange bindings once each."""

@@ -15,7 +15,10 @@ Contract (see also the ``Store`` protocol in ``amqpd.store``):
 - Every segment starts with a snapshot of the whole topology, so only messages pin old
   segments; the oldest segment is deleted when none of its messages is live, or compacted
   (live messages re-appended at the head, then deleted) when its live bytes fall below
-  ``compact_ratio`` of its size. Segments are only ever deleted oldest first.
+  ``compact_ratio`` of its size. Segments are only ever deleted oldest first. When the log
+  is mostly dead and the head holds enough dead bytes (1 MiB after a write round, more than
+  its snapshot once the writer has been idle for a moment), a new head is started and all
+  older segments are compacted or deleted, so disk use follows live data without more writes.
 - ``recover()`` replays all segments, cuts a torn tail off the last one, skips and counts
   corrupt records, never raises on bad data, and starts a fresh head segment.
 
@@ -36,6 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from amqpd.store.reclaim import IDLE_RECLAIM_DELAY
 from amqpd.store.records import BindingRecord, ExchangeRecord, QueueRecord, Recovered
 from amqpd.store.recovery import LogRecovery
 from amqpd.store.writes import (
@@ -101,6 +105,7 @@ class DurableStore(LogRecovery):
         # writer side
         self._stuck_ticket = 0
         self._durable_ticket = 0
+        self._idle_at: float | None = None  # when to look for dead space if nothing comes
 
     # ------------------------------------------------------------------ event-loop API
 
@@ -259,6 +264,7 @@ class DurableStore(LogRecovery):
             "fsyncs": self._fsyncs,
             "compactions": self._compactions,
             "segments_deleted": self._deleted,
+            "head_rotations": self._head_rotations,
             "durable_ticket": self._durable_ticket,
             "disk_full": self.disk_full,
             "failed": self._failed is not None,
@@ -293,7 +299,7 @@ class DurableStore(LogRecovery):
                     closing = self._closing
                 else:
                     while not self._handoff and not self._closing:
-                        due = self._sync_due_in()
+                        due = self._wake_in()
                         if due is not None and due <= 0:
                             break
                         self._cond.wait(due)
@@ -311,6 +317,7 @@ class DurableStore(LogRecovery):
                     self.disk_full = False
                     log.warning("disk space available again; store writes resumed")
                     self._after_writes(self._stuck_ticket, True)
+                    self._idle_at = time.monotonic() + IDLE_RECLAIM_DELAY
                 elif closing:
                     log.error("closing with a full disk: unwritten records are lost")
                     return
@@ -324,12 +331,25 @@ class DurableStore(LogRecovery):
                     self._after_writes(ticket, True)
                 else:
                     self._stuck_ticket = ticket
+                self._idle_at = time.monotonic() + IDLE_RECLAIM_DELAY
                 continue
             due = self._sync_due_in()
             if self._dirty and (closing or (due is not None and due <= 0)):
                 self._sync()
             if closing:
                 return
+            if self._idle_at is not None and time.monotonic() >= self._idle_at:
+                self._idle_at = None  # nothing came for a while: retire a mostly-dead head
+                self._reclaim(idle=True)
+
+    def _wake_in(self) -> float | None:
+        """Seconds until the idle writer has something to do by itself (None: nothing)."""
+        due = self._sync_due_in()
+        if self._idle_at is not None:
+            idle = self._idle_at - time.monotonic()
+            if due is None or idle < due:
+                due = idle
+        return due
 
     def _sync_due_in(self) -> float | None:
         if self.fsync != "interval" or not self._dirty:
@@ -392,6 +412,7 @@ class DurableStore(LogRecovery):
             raise StoreFailed(f"no space left in {self.directory} to start a segment")
         self._last_sync = time.monotonic()  # the new head was created synced
         self._reclaim(deleting_only=True)
+        self._idle_at = time.monotonic() + IDLE_RECLAIM_DELAY  # the old head may be all dead
         self._thread = threading.Thread(target=self._run, name="amqpd-store-writer", daemon=True)
         self._thread.start()
         seconds = time.perf_counter() - started

@@ -5,6 +5,11 @@ Contract: every segment starts with a topology snapshot, so only live messages p
 never before the next segment's snapshot is on disk) and compacts the oldest one when its live
 bytes fall below ``compact_ratio`` of its size (or when live data is below that ratio of all
 bytes on disk): its live messages are re-appended at the head, synced, then it is deleted.
+The head itself is retired the same way when the whole log is mostly dead and the head holds
+enough reclaimable bytes (more than ``HEAD_COMPACT_BYTES`` after a write round; more than its
+own snapshot once the writer has been idle for ``IDLE_RECLAIM_DELAY``): a new head with a
+snapshot is started and made durable, then every older segment, the old head included, is
+compacted or deleted, oldest first. So disk use follows live data without further writes.
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ from amqpd.store.writes import LogHead
 
 log = logging.getLogger("amqpd.store")
 
+# The head is retired early (see the module docstring) once it has grown by this much...
+HEAD_COMPACT_BYTES = 1024 * 1024
+# ... or, with less, once the writer has had nothing to write for this long (seconds).
+IDLE_RECLAIM_DELAY = 0.25
+
 
 class LogReclaim(LogHead):
     """The appending log plus segment deletion and compaction."""
@@ -30,6 +40,8 @@ class LogReclaim(LogHead):
         self._compact_ratio = compact_ratio
         self._compactions = 0
         self._deleted = 0
+        self._head_compact_bytes = min(HEAD_COMPACT_BYTES, self._segment_bytes // 2)
+        self._head_rotations = 0
 
     def _delete(self, seg: Segment) -> None:
         if seg.pinned and self._dirty:
@@ -46,8 +58,12 @@ class LogReclaim(LogHead):
         self._disk_bytes -= seg.written
         self._deleted += 1
 
-    def _reclaim(self, deleting_only: bool = False) -> None:
-        """Delete dead segments oldest first; compact the oldest one if mostly dead."""
+    def _reclaim(self, deleting_only: bool = False, idle: bool = False) -> None:
+        """Delete dead segments oldest first; compact the oldest one if mostly dead.
+
+        Unless ``deleting_only``, also retire the head when that is due (``_shrink``); ``idle``
+        says the writer has had nothing to write for a while, which lowers the bar for that.
+        """
         while len(self._segs) > 1:
             oldest, following = list(islice(self._segs.values(), 2))
             if oldest is self._head or oldest.live_count:
@@ -59,18 +75,58 @@ class LogReclaim(LogHead):
             ):
                 return
             self._delete(oldest)
-        if deleting_only or len(self._segs) < 2:
+        if deleting_only:
             return
-        oldest = next(iter(self._segs.values()))
-        if oldest is self._head:
+        if len(self._segs) > 1:
+            oldest = next(iter(self._segs.values()))
+            ratio = self._compact_ratio
+            if oldest is not self._head and (
+                oldest.live_bytes < ratio * oldest.size
+                or (
+                    # a mostly-live oldest segment must not pin many dead ones behind it
+                    len(self._segs) > 2
+                    and sum(s.live_bytes for s in self._segs.values()) < ratio * self._disk_bytes
+                )
+            ):
+                self._compact(oldest)
+        self._shrink(idle)
+
+    def _shrink(self, idle: bool) -> None:
+        """When the log is mostly dead, bring it down to one segment: its live data.
+
+        The head is retired when its reclaimable bytes (all but its snapshot and its live
+        messages) exceed ``_head_compact_bytes``, or when ``idle``, its snapshot's size: a new
+        head is started (created with its snapshot, file and directory fsync'ed; the old head
+        is fdatasync'ed as it is closed). Then, and also when ``idle`` with older segments left
+        over, every segment but the head is compacted or deleted, oldest first.
+        """
+        head = self._head
+        segs = self._segs
+        if head is None or self._writes or (len(segs) == 1 and head.size == head.base):
             return
-        ratio = self._compact_ratio
-        if oldest.live_bytes < ratio * oldest.size or (
-            # a mostly-live oldest segment must not pin many dead ones behind it
-            len(self._segs) > 2
-            and sum(s.live_bytes for s in self._segs.values()) < ratio * self._disk_bytes
-        ):
-            self._compact(oldest)
+        live = 0
+        for seg in segs.values():
+            live += seg.live_bytes
+        if live >= self._compact_ratio * self._disk_bytes:
+            return  # copying would cost more than it frees
+        waste = head.size - head.base - head.live_bytes
+        if waste > (head.base if idle else self._head_compact_bytes):
+            self._rotate()
+            self._head_rotations += 1
+            if not self._run_writes():
+                return  # disk full: the new head is retried, the old one stays
+        elif not idle or len(segs) < 2:
+            return
+        while len(segs) > 1:
+            oldest = next(iter(segs.values()))
+            if oldest is self._head:
+                break
+            if oldest.live_count:
+                self._compact(oldest)
+                if oldest.number in segs:
+                    return  # disk full: its copies stay pending, it is deleted later
+            else:
+                self._delete(oldest)
 
     def _compact(self, seg: Segment) -> None:
         """Re-append the live messages of ``seg`` at the head, then delete it."""

@@ -1,0 +1,240 @@
+"""`scripts/compare`: the issue's workloads on amqpd and RabbitMQ back to back, as a table.
+
+For each chosen workload it starts a fresh amqpd (temp data dir, free port), runs the
+bench command against it, then runs the same command against RabbitMQ on --rabbit-port
+(installed and started first if nothing answers there), and prints both numbers with the
+ratio amqpd/RabbitMQ. Each measurement is a separate `python -m amqpd.bench ... --json`
+process; the exact commands are printed so any row can be re-run by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from .brokers import AmqpdProcess, ensure_rabbitmq, rabbitmq_command
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One row group of the table: bench arguments and how to read the result."""
+
+    number: int
+    title: str
+    args: tuple[str, ...]
+    timed: bool = True  # takes -z
+
+
+WORKLOADS = {
+    1: Workload(1, "transient, 1p/1c, auto-ack, 16 B", ("run", "-x1", "-y1", "-a", "-s16")),
+    2: Workload(
+        2,
+        "manual acks (multi 100, prefetch 200), 16 B",
+        ("run", "-x1", "-y1", "-s16", "--multi-ack-every", "100", "-q", "200"),
+    ),
+    3: Workload(
+        3,
+        "persistent+durable, confirms 1000, manual acks, 100 B",
+        (
+            "run",
+            "-x1",
+            "-y1",
+            "-s100",
+            "-f",
+            "persistent",
+            "-c",
+            "1000",
+            "--multi-ack-every",
+            "100",
+            "-q",
+            "200",
+        ),
+    ),
+    4: Workload(
+        4,
+        "fan-out to 4 queues, consumer each, auto-ack, 16 B",
+        ("run", "-x1", "--fanout", "4", "-y4", "-a", "-s16"),
+    ),
+    5: Workload(
+        5, "latency at a fixed 5000 msg/s, 16 B", ("run", "-x1", "-y1", "-a", "-s16", "-r", "5000")
+    ),
+    6: Workload(
+        6,
+        "1000 idle connections with a channel each",
+        ("idle", "--connections", "1000"),
+        timed=False,
+    ),
+    7: Workload(7, "startup: exec to handshake; idle RSS", ("startup", "--runs", "3"), timed=False),
+}
+
+
+def _bench(args: list[str], show: bool) -> dict[str, Any]:
+    command = [sys.executable, "-m", "amqpd.bench", *args, "--json"]
+    if show:
+        print("  $ " + " ".join(command[1:]), flush=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    try:
+        return dict(json.loads(done.stdout))
+    except json.JSONDecodeError:
+        return {"errors": [f"bench exited {done.returncode}: {done.stderr.strip()[-500:]}"]}
+
+
+def _command_for(w: Workload, uri: str, duration: float) -> list[str]:
+    args = list(w.args)
+    if w.number == 5:
+        args += ["-z", str(max(duration, 10.0))]
+    elif w.timed:
+        args += ["-z", str(duration)]
+    if w.number != 7:
+        args += ["--uri", uri]
+    return args
+
+
+def _rows(w: Workload, result: dict[str, Any]) -> list[tuple[str, float | None, bool]]:
+    """(metric, value, higher_is_better) for one workload's result."""
+    if w.number in (1, 2, 3, 4):
+        rows = [
+            ("received msg/s", result.get("receive_rate"), True),
+            ("latency p99 ms", (result.get("latency_ms") or {}).get("p99"), False),
+        ]
+        if w.number == 3:
+            rows.append(
+                ("confirm p99 ms", (result.get("confirm_latency_ms") or {}).get("p99"), False)
+            )
+        return rows
+    if w.number == 5:
+        lat = result.get("latency_ms") or {}
+        return [
+            ("latency p50 ms", lat.get("p50"), False),
+            ("latency p99 ms", lat.get("p99"), False),
+            ("latency max ms", lat.get("max"), False),
+        ]
+    if w.number == 6:
+        return [
+            ("open seconds", result.get("open_seconds"), False),
+            ("RSS with conns MiB", result.get("rss_with_connections_mib"), False),
+            ("RSS delta MiB", result.get("rss_delta_mib"), False),
+        ]
+    return [
+        ("startup s (median)", result.get("startup_seconds_median"), False),
+        ("idle RSS MiB", result.get("idle_rss_mib_median"), False),
+    ]
+
+
+def _problems(result: dict[str, Any]) -> str:
+    notes = list(result.get("errors") or [])
+    if result.get("lost"):
+        notes.append(f"lost {result['lost']}")
+    if result.get("duplicated"):
+        notes.append(f"duplicated {result['duplicated']}")
+    return "; ".join(str(n)[:120] for n in notes)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of scripts/compare; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="compare", description=__doc__)
+    parser.add_argument(
+        "-w",
+        "--workloads",
+        default="1,2,3,4,5,6,7",
+        help="comma-separated workload numbers (default all: 1-7)",
+    )
+    parser.add_argument(
+        "-z",
+        "--duration",
+        type=float,
+        default=10.0,
+        help="seconds per throughput workload (5 runs at least 10 s)",
+    )
+    parser.add_argument(
+        "--rabbit-port",
+        type=int,
+        default=5673,
+        help="RabbitMQ AMQP port; started there if nothing answers",
+    )
+    parser.add_argument("--rabbit-host", default="127.0.0.1")
+    parser.add_argument(
+        "--rabbit-startup-node",
+        default="benchstartup@localhost",
+        help="node name for the throwaway RabbitMQ of workload 7",
+    )
+    parser.add_argument(
+        "--amqpd-arg", action="append", default=[], help="extra argument for amqpd (repeatable)"
+    )
+    parser.add_argument("--json", action="store_true", help="also dump all results as JSON")
+    args = parser.parse_args(argv)
+    chosen = [WORKLOADS[int(n)] for n in args.workloads.split(",") if n.strip()]
+    rabbit_uri = f"amqp://guest:guest@{args.rabbit_host}:{args.rabbit_port}/%2F"
+    if any(w.number != 7 for w in chosen):
+        ensure_rabbitmq(args.rabbit_port, args.rabbit_host)
+    table: list[tuple[str, str, str, str, str, str]] = []
+    raw: dict[str, Any] = {}
+    for w in chosen:
+        print(f"workload {w.number}: {w.title}", flush=True)
+        if w.number == 7:
+            amqpd_cmd = [
+                "startup",
+                "--runs",
+                "3",
+                "--",
+                sys.executable,
+                "-m",
+                "amqpd",
+                "--port",
+                "0",
+                "--data-dir",
+                "{datadir}",
+                *args.amqpd_arg,
+            ]
+            ours = _bench(amqpd_cmd, True)
+            rabbit_argv, _ = rabbitmq_command(0, args.rabbit_startup_node, 0)
+            theirs = _bench(
+                [
+                    "startup",
+                    "--runs",
+                    "1",
+                    "--timeout",
+                    "120",
+                    "--",
+                    "env",
+                    "RABBITMQ_NODE_PORT={port}",
+                    "RABBITMQ_DIST_PORT={distport}",
+                    f"RABBITMQ_NODENAME={args.rabbit_startup_node}",
+                    *rabbit_argv,
+                ],
+                True,
+            )
+        else:
+            with AmqpdProcess(*args.amqpd_arg) as broker:
+                ours = _bench(_command_for(w, broker.uri, args.duration), True)
+            theirs = _bench(_command_for(w, rabbit_uri, args.duration), True)
+        raw[str(w.number)] = {"amqpd": ours, "rabbitmq": theirs}
+        for (metric, a, better), (_, r, _) in zip(_rows(w, ours), _rows(w, theirs), strict=True):
+            ratio = f"{a / r:.2f}" if a is not None and r else "-"
+            goal = ">=1 better" if better else "<=1 better"
+            table.append((str(w.number), metric, _fmt(a), _fmt(r), ratio, goal))
+        for who, result in (("amqpd", ours), ("rabbitmq", theirs)):
+            if _problems(result):
+                table.append((str(w.number), f"  {who} problems", _problems(result), "", "", ""))
+    headers = ("#", "metric", "amqpd", "RabbitMQ", "amqpd/RMQ", "")
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
+    print()
+    print("  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)))
+    print("  ".join("-" * widths[i] for i in range(len(headers))))
+    for row in table:
+        print("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)))
+    if args.json:
+        print(json.dumps(raw, indent=2, sort_keys=True))
+    return 0

@@ -155,7 +155,7 @@ class PublishingMixin:
     def _on_publish(self, args: tuple[str, str, bool, bool]) -> None:
         exchange_name, routing_key, mandatory, immediate = args
         if immediate:
-            raise ConnectionError_(NOT_IMPLEMENTED, "immediate=true")
+            raise ConnectionError_(NOT_IMPLEMENTED, "immediate=true", BASIC_PUBLISH)
         self._publish = (exchange_name, routing_key, mandatory)
         if not self.host.publisher:
             self.host.became_publisher()

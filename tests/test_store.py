@@ -90,8 +90,12 @@ def test_topology_and_messages_survive_close_and_reopen(tmp_path: Path) -> None:
     q2 = QueueRecord("q2", True, {})
     b1 = BindingRecord("logs", "queue", "q1", "a.*", {})
     b2 = BindingRecord("logs", "exchange", "ae", "#", {"x-match": "all", "n": 1})
-    for op, rec in [(s.exchange_declared, x), (s.exchange_declared, x2),
-                    (s.queue_declared, q), (s.queue_declared, q2)]:
+    for op, rec in [
+        (s.exchange_declared, x),
+        (s.exchange_declared, x2),
+        (s.queue_declared, q),
+        (s.queue_declared, q2),
+    ]:
         op(rec)  # type: ignore[operator]
     s.binding_added(b1)
     s.binding_added(b2)
@@ -110,7 +114,12 @@ def test_topology_and_messages_survive_close_and_reopen(tmp_path: Path) -> None:
     assert ids(rec, "q2") == [6]
     m = rec.messages["q1"][1]
     assert (m.exchange, m.routing_key, m.header, m.body, m.delivered) == (
-        "logs", "a.b", HEADER, b"body-2", False)
+        "logs",
+        "a.b",
+        HEADER,
+        b"body-2",
+        False,
+    )
     assert rec.messages["q2"][0].body == b""
     assert rec.next_message_id == 7
     assert (rec.corrupt_records, rec.truncated_bytes) == (0, 0)
@@ -330,8 +339,16 @@ def test_flipped_bytes_in_a_middle_record_skip_exactly_that_record(
             (d / "segment-000000000009.log").write_bytes(R.encode_file_header(9))
         rec = recover_once(d)
         assert [(m.message_id, m.delivered) for m in rec.messages["q"]] == [
-            (1, False), (2, False), (3, True), (4, False), (6, False),
-            (8, False), (9, False), (10, False), (11, False), (12, False),
+            (1, False),
+            (2, False),
+            (3, True),
+            (4, False),
+            (6, False),
+            (8, False),
+            (9, False),
+            (10, False),
+            (11, False),
+            (12, False),
         ], offset
         assert rec.corrupt_records == 1, offset
         assert rec.truncated_bytes == 0, offset
@@ -551,6 +568,64 @@ def test_publish_and_remove_far_more_than_a_segment_shrinks_back(tmp_path: Path)
     assert dir_bytes(d) < 3 * segment
 
 
+def test_after_everything_is_removed_the_log_shrinks_without_more_writes(
+    tmp_path: Path,
+) -> None:
+    d = tmp_path / "data"
+    segment = 16 * 1024
+    s, _ = reopen(d, fsync="never", segment_bytes=segment)
+    s.queue_declared(QueueRecord("q", False, {}))
+    s.queue_declared(QueueRecord("keep", False, {}))
+    s.binding_added(BindingRecord("amq.direct", "queue", "q", "k", {}))
+    s.flush()
+    wait_durable(s, s.ticket)
+    fresh = dir_bytes(d)  # one segment: header, snapshot and the topology, nothing else
+
+    def shrinks_back() -> bool:
+        """No more appends: the writer retires the mostly-dead head by itself."""
+        deadline = time.monotonic() + 3
+        while dir_bytes(d) >= 2 * fresh:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return len(list_segments(d)) == 1
+
+    body = os.urandom(1000)
+    mid = 0
+    for _round in range(50):  # ~1 MB through the log, ~60 segments' worth
+        batch = []
+        for _ in range(20):
+            mid += 1
+            batch.append(mid)
+            t = s.message_published(mid, ["q"], "", "q", HEADER, body)
+        s.flush()
+        wait_durable(s, t)  # written before removed
+        for m in batch:
+            s.message_removed("q", m)
+    s.message_published(mid + 1, ["keep"], "", "keep", HEADER, b"LIVE")
+    s.flush()
+    wait_durable(s, s.ticket)
+    assert shrinks_back(), (dir_bytes(d), fresh, s.stats())
+
+    # a little dead data, far below what retires the head while writes go on
+    rotations = s.stats()["head_rotations"]
+    mid += 2
+    t = s.message_published(mid, ["q"], "", "q", HEADER, body)
+    s.flush()
+    wait_durable(s, t)
+    s.message_removed("q", mid)
+    s.flush()
+    wait_durable(s, s.ticket)
+    assert shrinks_back(), (dir_bytes(d), fresh, s.stats())
+    assert s.stats()["head_rotations"] == rotations + 1
+    s.close()
+    rec = recover_once(d)
+    assert ids(rec, "q") == []
+    assert [(m.message_id, m.body) for m in rec.messages["keep"]] == [(mid - 1, b"LIVE")]
+    assert rec.next_message_id == mid + 1
+    assert rec.corrupt_records == 0
+
+
 def test_a_long_lived_message_does_not_pin_old_segments(tmp_path: Path) -> None:
     d = tmp_path / "data"
     segment = 16 * 1024
@@ -577,7 +652,9 @@ def test_a_long_lived_message_does_not_pin_old_segments(tmp_path: Path) -> None:
     rec = recover_once(d)
     assert ids(rec, "a") == []
     assert [(m.message_id, m.body, m.delivered) for m in rec.messages["b"]] == [
-        (1, b"LONG-LIVED", True), (2, b"ALSO-LONG-LIVED", False)]
+        (1, b"LONG-LIVED", True),
+        (2, b"ALSO-LONG-LIVED", False),
+    ]
     assert rec.messages["b"][0].routing_key == "old"
     assert rec.corrupt_records == 0
 
@@ -625,8 +702,7 @@ def test_a_compacted_copy_next_to_its_original_recovers_once(tmp_path: Path) -> 
     assert not first.exists()
     first.write_bytes(saved)  # as if the crash came before the unlink
     rec = recover_once(d)
-    assert [(m.message_id, m.body, m.delivered) for m in rec.messages["q"]] == [
-        (1, b"KEEP", True)]
+    assert [(m.message_id, m.body, m.delivered) for m in rec.messages["q"]] == [(1, b"KEEP", True)]
 
 
 # ------------------------------------------------------------- full disk, I/O errors

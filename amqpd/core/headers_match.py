@@ -157,6 +157,7 @@ def _typed_equal(a: object, b: object) -> bool:
 
 # --- Erlang-style term formatting for error texts ---------------------------------------
 
+
 def _format_typed(value: object) -> tuple[str, str]:
     """(RabbitMQ field type name, Erlang rendering of the decoded value)."""
     if value is None:

@@ -16,9 +16,10 @@ Contract (see also the ``Store`` protocol in ``amqpd.store``):
   segments; the oldest segment is deleted when none of its messages is live, or compacted
   (live messages re-appended at the head, then deleted) when its live bytes fall below
   ``compact_ratio`` of its size. Segments are only ever deleted oldest first. When the log
-  is mostly dead and the head holds enough dead bytes (1 MiB after a write round, more than
-  its snapshot once the writer has been idle for a moment), a new head is started and all
-  older segments are compacted or deleted, so disk use follows live data without more writes.
+  is mostly dead and the head holds enough dead bytes (a quarter segment after a write
+  round, more than its snapshot once the writer has been idle for a moment), a new head is
+  started and all older segments are compacted or deleted, so disk use follows live data
+  without more writes.
 - ``recover()`` replays all segments, cuts a torn tail off the last one, skips and counts
   corrupt records, never raises on bad data, and starts a fresh head segment.
 

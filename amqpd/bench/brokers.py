@@ -142,7 +142,14 @@ def ensure_rabbitmq(
         install_rabbitmq(log)
     argv, env = rabbitmq_command(port, node, port + 20000)
     print(f"compare: starting RabbitMQ node {node} on port {port}", file=log, flush=True)
-    subprocess.run([*argv, "-detached"], env=env, stdout=log, stderr=log, check=False)
+    # The default soft limit of 1024 descriptors caps RabbitMQ at ~830 connections.
+    subprocess.run(
+        ["sh", "-c", 'ulimit -n 65536 2>/dev/null; exec "$@"', "sh", *argv, "-detached"],
+        env=env,
+        stdout=log,
+        stderr=log,
+        check=False,
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if amqp_answers(host, port):

@@ -75,7 +75,7 @@ WORKLOADS = {
 def _bench(args: list[str], show: bool) -> dict[str, Any]:
     command = [sys.executable, "-m", "amqpd.bench", *args, "--json"]
     if show:
-        print("  $ " + " ".join(command[1:]), flush=True)
+        print("  $ python " + " ".join(command[1:]), flush=True)
     done = subprocess.run(command, capture_output=True, text=True)
     try:
         return dict(json.loads(done.stdout))

@@ -16,6 +16,8 @@ from .client import BenchClient, BrokerUri, connect
 from .procinfo import pid_listening_on, rss_mib
 from .workers import run_loop
 
+HANDSHAKE_TIMEOUT = 10.0
+
 
 async def _open_all(uri: BrokerUri, count: int, concurrency: int) -> dict[str, Any]:
     clients: list[BenchClient] = []
@@ -27,8 +29,10 @@ async def _open_all(uri: BrokerUri, count: int, concurrency: int) -> dict[str, A
         async with gate:
             started = time.perf_counter()
             try:
-                clients.append(await connect(uri))
+                clients.append(await asyncio.wait_for(connect(uri), HANDSHAKE_TIMEOUT))
                 latencies.append(time.perf_counter() - started)
+            except TimeoutError:
+                errors.append(f"no handshake within {HANDSHAKE_TIMEOUT:.0f} s (broker fd limit?)")
             except Exception as exc:
                 errors.append(repr(exc))
 
@@ -101,5 +105,7 @@ def format_idle(summary: dict[str, Any]) -> str:
         f"with connections {summary['rss_with_connections_mib']} MiB "
         f"(delta {summary['rss_delta_mib']} MiB)",
     ]
-    lines.extend(f"ERROR: {e}" for e in summary["errors"][:5])
+    errors = summary["errors"]
+    if errors:
+        lines.append(f"{len(errors)} errors, first: {errors[0]}")
     return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""Smoke tests of the load generator (amqpd.bench) against a real broker.
+
+Each case runs `python -m amqpd.bench ... --json` for a second or two against the session
+broker (amqpd, or the broker named by AMQPD_TEST_URL) and checks the summary: every
+message sent arrived exactly once, confirms match, rates are nonzero. No timing asserts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import BrokerAddress
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench(*args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "amqpd.bench", *args, "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def uri(broker: BrokerAddress) -> str:
+    return f"amqp://guest:guest@{broker.host}:{broker.port}/%2F"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("-x1", "-y1", "-a", "-C", "3000"),
+        ("-x2", "-y2", "-s", "200", "--multi-ack-every", "10", "-q", "50", "-C", "1500"),
+        ("-x1", "-y1", "-f", "persistent", "-c", "100", "-s", "100", "-z", "1", "-r", "2000"),
+        ("-x1", "--fanout", "3", "-a", "-z", "1", "-r", "2000"),
+        ("-x1", "-y1", "-a", "-s", "300000", "-C", "20"),  # bodies span several frames
+    ],
+    ids=["auto-ack", "multi-ack", "persistent-confirms", "fanout", "large"],
+)
+def test_run_delivers_everything_once(broker: BrokerAddress, args: tuple[str, ...]) -> None:
+    summary = bench("run", "--uri", uri(broker), *args)
+    assert summary["errors"] == []
+    queues = summary["config"]["fanout"] or 1
+    assert summary["sent"] > 0
+    assert summary["expected"] == summary["sent"] * queues
+    assert summary["received"] == summary["expected"]
+    assert summary["lost"] == 0
+    assert summary["duplicated"] == 0
+    assert summary["unexpected"] == 0
+    assert summary["sent_rate"] > 0 and summary["receive_rate"] > 0
+    assert summary["latency_ms"]["p99"] is not None
+    if summary["config"]["confirm"]:
+        assert summary["confirmed"] == summary["sent"]
+        assert summary["nacked"] == 0
+        assert summary["confirm_latency_ms"]["p50"] is not None
+
+
+def test_count_mode_sends_exactly_count(broker: BrokerAddress) -> None:
+    summary = bench("run", "--uri", uri(broker), "-x3", "-y1", "-a", "-C", "700")
+    assert summary["sent"] == 2100
+    assert summary["received"] == 2100
+    assert summary["lost"] == 0
+
+
+def test_idle_connections_all_stay_open(broker: BrokerAddress) -> None:
+    summary = bench("idle", "--uri", uri(broker), "--connections", "30", "--hold", "0.2")
+    assert summary["errors"] == []
+    assert summary["opened"] == 30
+    assert summary["alive_after_hold"] == 30
+    assert summary["open_seconds"] > 0
+
+
+def test_startup_reaches_a_handshake() -> None:
+    summary = bench("startup", "--runs", "1", "--settle", "0.2")
+    assert summary["errors"] == []
+    assert summary["startup_seconds_median"] > 0
+    assert summary["idle_rss_mib_median"] is None or summary["idle_rss_mib_median"] > 0
+
+
+def test_bad_options_are_refused() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "amqpd.bench", "run", "-s", "8"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "at least 16 bytes" in done.stderr

@@ -91,7 +91,12 @@ class Queue:
 
     def take(self) -> Entry | None:
         """The head message, for basic.get."""
-        return self.messages.popleft() if self.messages else None
+        if not self.messages:
+            return None
+        entry = self.messages.popleft()
+        if self.backlogged and len(self.messages) <= FLOW_LOW:
+            self.release_publishers()
+        return entry
 
     def requeue(self, returned: Iterable[tuple[int, Message]]) -> None:
         """Put delivered messages back, ahead of newer ones, in original order, redelivered."""
@@ -143,6 +148,8 @@ class Queue:
             self.consumers.remove(consumer)
         except ValueError:
             pass
+        if not self.consumers and self.backlogged:
+            self.release_publishers()  # without consumers a queue never throttles
 
     def has_exclusive_consumer(self) -> bool:
         return any(consumer.exclusive for consumer in self.consumers)

@@ -22,8 +22,8 @@ Entry = tuple[int, Message, bool]
 # Flow control: a queue with consumers and more ready messages than FLOW_HIGH is
 # "backlogged" (its consumers are slower than its publishers); publishers to it are paused
 # until the dispatcher has brought it down to FLOW_LOW.
-FLOW_HIGH = 50_000
-FLOW_LOW = 25_000
+FLOW_HIGH = 10_000
+FLOW_LOW = 5_000
 
 
 class Consumer(Protocol):

@@ -24,11 +24,9 @@ import pika
 import pytest
 from pamqp import commands, frame
 
+from amqpd.core.queue import FLOW_HIGH, FLOW_LOW  # noqa: E402  (the thresholds under test)
 from tests.broker_process import BrokerProcess, external_broker
 from tests.rawamqp import ConnectionLost, RawConnection
-
-FLOW_HIGH = 50_000  # amqpd.core.queue.FLOW_HIGH
-FLOW_LOW = 25_000  # amqpd.core.queue.FLOW_LOW
 
 pytestmark = pytest.mark.skipif(
     external_broker() is not None,

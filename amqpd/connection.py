@@ -55,6 +55,8 @@ log = logging.getLogger("amqpd.connection")
 CLOSE_OK_TIMEOUT = 3.0
 # Deliveries stop for the rest of a tick once this much output waits for the flush.
 OUTPUT_HIGH_WATER = 1 << 20
+# Frames handled per event-loop turn before other connections get theirs (~330 publishes).
+FRAMES_PER_TURN = 1000
 CHANNEL_OPEN = commands.Channel.Open.index
 CHANNEL_CLOSE = commands.Channel.Close.index
 CHANNEL_CLOSE_OK = commands.Channel.CloseOk.index
@@ -117,6 +119,7 @@ class Connection(asyncio.Protocol):
         self.publisher = False  # some channel has published: blocked when the disk is full
         self.blocked = False
         self._flow_queues = 0  # backlogged queues this publisher waits for
+        self._unprocessed: list[tuple[int, int, bytes]] = []  # frames left for later turns
         self._reading_paused = False
         self.user = ""
         self.vhost: VHost = None  # type: ignore[assignment]  # set by connection.open
@@ -154,6 +157,24 @@ class Connection(asyncio.Protocol):
         except FrameError as error:
             self._close_connection(FRAME_ERROR, error.text, 0)
             return
+        if self._unprocessed:
+            self._unprocessed += frames
+        else:
+            self._process(frames)
+
+    def _process(self, frames: list[tuple[int, int, bytes]]) -> None:
+        """Handle frames, at most FRAMES_PER_TURN before yielding to the event loop.
+
+        One read can hold thousands of publishes; handling them all at once would keep
+        every other connection (consumers' acks among them) waiting. The rest waits, with
+        reading paused, for the next loop iteration."""
+        if len(frames) > FRAMES_PER_TURN:
+            self._unprocessed = frames[FRAMES_PER_TURN:]
+            frames = frames[:FRAMES_PER_TURN]
+            self._loop.call_soon(self._process_more)
+        else:
+            self._unprocessed = []
+        self._update_reading()
         for frame_type, number, payload in frames:
             if self.state == CLOSED:
                 return
@@ -167,6 +188,10 @@ class Connection(asyncio.Protocol):
             except Exception:
                 log.exception("internal error on connection %s", self.peer)
                 self._close_connection(INTERNAL_ERROR, "INTERNAL_ERROR", 0)
+
+    def _process_more(self) -> None:
+        if self._unprocessed and self.state != CLOSED:
+            self._process(self._unprocessed)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = CLOSED
@@ -237,10 +262,10 @@ class Connection(asyncio.Protocol):
         self._update_reading()
 
     def _update_reading(self) -> None:
-        """Read while neither a full disk nor a queue backlog says otherwise."""
+        """Read while no full disk, queue backlog or unprocessed frames say otherwise."""
         if self.transport is None or self.state == CLOSED:
             return
-        paused = self.blocked or self._flow_queues > 0
+        paused = self.blocked or self._flow_queues > 0 or bool(self._unprocessed)
         if paused != self._reading_paused:
             self._reading_paused = paused
             if paused:

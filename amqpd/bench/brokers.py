@@ -144,7 +144,7 @@ def ensure_rabbitmq(
     print(f"compare: starting RabbitMQ node {node} on port {port}", file=log, flush=True)
     # The default soft limit of 1024 descriptors caps RabbitMQ at ~830 connections.
     subprocess.run(
-        ["sh", "-c", 'ulimit -n 65536 2>/dev/null; exec "$@"', "sh", *argv, "-detached"],
+        ["sh", "-c", 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', "sh", *argv, "-detached"],
         env=env,
         stdout=log,
         stderr=log,

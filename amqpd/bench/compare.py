@@ -73,7 +73,9 @@ WORKLOADS = {
 
 
 def _bench(args: list[str], show: bool) -> dict[str, Any]:
-    command = [sys.executable, "-m", "amqpd.bench", *args, "--json"]
+    # --json belongs to the bench, not to a command given after "--".
+    split = args.index("--") if "--" in args else len(args)
+    command = [sys.executable, "-m", "amqpd.bench", *args[:split], "--json", *args[split:]]
     if show:
         print("  $ python " + " ".join(command[1:]), flush=True)
     done = subprocess.run(command, capture_output=True, text=True)
@@ -131,6 +133,10 @@ def _problems(result: dict[str, Any]) -> str:
         notes.append(f"lost {result['lost']}")
     if result.get("duplicated"):
         notes.append(f"duplicated {result['duplicated']}")
+    if len(notes) > 1 and len(set(notes)) == 1:
+        notes = [f"{notes[0]} (x{len(notes)})"]
+    elif len(notes) > 3:
+        notes = [*notes[:3], f"... {len(notes) - 3} more"]
     return "; ".join(str(n)[:120] for n in notes)
 
 

@@ -165,9 +165,6 @@ class Channel(PublishingMixin, ConsumingMixin):
             message.framed = framed = (number, frame_max, content)
         self.host.send_many([method_frame, *framed[2]])
 
-    def deliverable(self) -> bool:
-        return self.host.writable and not self.closing
-
     def handle_method(self, index: int, args: Any) -> None:
         handler = self._handlers.get(index)
         if handler is None:

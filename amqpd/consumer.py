@@ -1,7 +1,7 @@
 """A consumer as a channel sees it: the core's `Consumer` protocol bound to one channel.
 
 `ready()` is the prefetch gate the dispatcher asks before every delivery: the channel must
-be deliverable (open, flow on, socket writable) and, for manual acks, both the consumer's
+be deliverable (not closing, its connection writable) and, for manual acks, both the consumer's
 own window and the channel's global window must have room.
 """
 
@@ -50,7 +50,7 @@ class ChannelConsumer:
 
     def ready(self) -> bool:
         channel = self.channel
-        if not channel.deliverable():
+        if channel.closing or not channel.host.writable:
             return False
         if self.no_ack:
             return True

@@ -133,11 +133,12 @@ class ConsumingMixin:
         tag = self.next_tag
         self.next_tag = tag + 1
         if consumer.no_ack:
-            queue.settled(message)
+            if message.store_id:
+                queue.settled(message)
         else:
             self.unacked[tag] = (queue, seq, message, consumer)
             consumer.unacked += 1
-            if not redelivered:
+            if message.store_id and not redelivered:
                 queue.delivered(message)
         self._send_with_content(
             encode_deliver(self.number, consumer.tag_sstr, tag, redelivered, message.exchange_rk),
@@ -175,12 +176,16 @@ class ConsumingMixin:
                 return taken
             if tag not in unacked:
                 raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
-            tags = []
+            if next(reversed(unacked)) == tag:  # everything outstanding: the common case
+                taken = list(unacked.values())
+                unacked.clear()
+                return taken
+            taken = []
             for candidate in unacked:
                 if candidate > tag:
                     break
-                tags.append(candidate)
-            return [unacked.pop(candidate) for candidate in tags]
+                taken.append(candidate)
+            return [unacked.pop(candidate) for candidate in taken]
         entry = unacked.pop(tag, None)
         if entry is None:
             raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
@@ -188,16 +193,18 @@ class ConsumingMixin:
 
     def _settle(self, entries: list[Unacked], requeue: bool) -> None:
         kicked: set[Queue] = set()
-        for _queue, _seq, _message, consumer in entries:
+        last = None
+        for queue, _seq, message, consumer in entries:
             if consumer is not None:
                 consumer.unacked -= 1
-                if consumer.tag in self.consumers:
-                    kicked.add(consumer.queue)
+                if consumer is not last:  # runs of one consumer's deliveries are common
+                    last = consumer
+                    if consumer.tag in self.consumers:
+                        kicked.add(consumer.queue)
+            if message.store_id and not requeue:
+                queue.settled(message)
         if requeue:
             self._requeue(entries)
-        else:
-            for queue, _seq, message, _consumer in entries:
-                queue.settled(message)
         if self.global_prefetch:
             self.kick_consumers()
         else:

@@ -113,6 +113,9 @@ class Channel(PublishingMixin, ConsumingMixin):
         self._body: list[bytes] = []
         self._body_left = 0
         self._exchange_rk: dict[tuple[str, str], bytes] = {}  # encoded once per pair
+        self._last_target: Any = None
+        self._last_header = b""
+        self._header_info_cache: Any = None
         self._holding = False  # collecting the replies of a topology method
         self._held_now: list[bytes] = []
         self._held: deque[tuple[int, list[bytes]]] = deque()  # (store ticket, reply frames)

@@ -55,6 +55,9 @@ class PublishingMixin:
     _body: list[bytes]
     _body_left: int
     _exchange_rk: dict[tuple[str, str], bytes]
+    _last_target: Any  # the exchange of the last publish, checked
+    _last_header: bytes  # the last content header parsed, and what it said
+    _header_info_cache: Any
 
     if TYPE_CHECKING:
 
@@ -79,7 +82,11 @@ class PublishingMixin:
         if self._header_info is not None:
             raise ConnectionError_(UNEXPECTED_FRAME, self.expected_content_text(), BASIC_PUBLISH)
         try:
-            info = peek_header(payload)
+            if payload == self._last_header:  # same properties as the last publish
+                info = self._header_info_cache
+            else:
+                info = peek_header(payload)
+                self._last_header, self._header_info_cache = payload, info
         except ContentHeaderError:
             raise ConnectionError_(
                 UNEXPECTED_FRAME, self.expected_content_text(), BASIC_PUBLISH
@@ -161,6 +168,9 @@ class PublishingMixin:
             self.host.became_publisher()
 
     def _publish_target(self, exchange_name: str) -> Any:
+        last = self._last_target
+        if last is not None and last.name == exchange_name and not last.deleted:
+            return last  # checked already: publishers mostly repeat their exchange
         self.access.check("write", "exchange", exchange_name or "amq.default")
         exchange = self.vhost.exchanges.get(exchange_name)
         if exchange is None:
@@ -170,6 +180,7 @@ class PublishingMixin:
                 ACCESS_REFUSED,
                 f"cannot publish to internal {describe_exchange(exchange_name, self.vhost.name)}",
             )
+        self._last_target = exchange
         return exchange
 
     def _route(self, exchange: Any, message: Message, mandatory: bool) -> None:

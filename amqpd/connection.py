@@ -1,8 +1,8 @@
 """One client connection: the only code that touches a socket.
 
-`Connection` is an asyncio.Protocol. It checks the protocol header, runs the handshake
-(start/start-ok with PLAIN or AMQPLAIN, tune/tune-ok, open), multiplexes channels, sends
-and checks heartbeats, coalesces everything written in a tick into one write, and turns
+`Connection` is an asyncio.Protocol. It runs the handshake (`HandshakeMixin`, in
+handshake.py), multiplexes channels, sends and checks heartbeats, coalesces everything
+written in a tick into one write, applies back-pressure (flow control, full disk), and turns
 `ChannelError` / `ConnectionError_` into channel.close / connection.close. On loss of the
 socket every channel releases what it held and exclusive queues are deleted.
 """
@@ -15,11 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import base, commands
 
-from amqpd import __version__
-from amqpd.auth import MECHANISMS, Access, authenticate, parse_credentials
+from amqpd.auth import Access
 from amqpd.channel import Channel
 from amqpd.core.errors import (
-    ACCESS_REFUSED,
     CHANNEL_ERROR,
     COMMAND_INVALID,
     CONNECTION_FORCED,
@@ -34,6 +32,17 @@ from amqpd.core.errors import (
 )
 from amqpd.core.queue import Queue
 from amqpd.core.vhost import VHost
+from amqpd.handshake import (
+    AWAIT_HEADER,
+    AWAIT_OPEN,
+    AWAIT_START_OK,
+    AWAIT_TUNE_OK,
+    CLOSED,
+    CLOSING,
+    OPEN,
+    HandshakeFailed,
+    HandshakeMixin,
+)
 from amqpd.wire.erlang import erlang_binary
 from amqpd.wire.frames import (
     FRAME_BODY,
@@ -41,7 +50,6 @@ from amqpd.wire.frames import (
     FRAME_HEARTBEAT,
     FRAME_METHOD,
     HEARTBEAT_FRAME,
-    PROTOCOL_HEADER,
     FrameError,
     FrameReader,
 )
@@ -63,8 +71,6 @@ CHANNEL_CLOSE_OK = commands.Channel.CloseOk.index
 CONNECTION_CLOSE = commands.Connection.Close.index
 CONNECTION_CLOSE_OK = commands.Connection.CloseOk.index
 
-# Handshake states, in order.
-AWAIT_HEADER, AWAIT_START_OK, AWAIT_TUNE_OK, AWAIT_OPEN, OPEN, CLOSING, CLOSED = range(7)
 _EXPECTED = {
     AWAIT_START_OK: commands.Connection.StartOk.index,
     AWAIT_TUNE_OK: commands.Connection.TuneOk.index,
@@ -73,33 +79,7 @@ _EXPECTED = {
 BASIC_PUBLISH = commands.Basic.Publish.index
 
 
-class HandshakeFailed(Exception):
-    """A handshake error RabbitMQ answers by dropping the socket without a close frame."""
-
-
-def server_properties() -> dict[str, Any]:
-    return {
-        "product": "amqpd",
-        "version": __version__,
-        "platform": "Python",
-        "copyright": "amqpd contributors",
-        "information": "A RabbitMQ-compatible AMQP 0-9-1 broker in Python",
-        "capabilities": {
-            "publisher_confirms": True,
-            "exchange_exchange_bindings": True,
-            "basic.nack": True,
-            "consumer_cancel_notify": True,
-            "connection.blocked": True,
-            "consumer_priorities": False,
-            "authentication_failure_close": True,
-            "per_consumer_qos": True,
-            "direct_reply_to": False,
-        },
-        "cluster_name": "amqpd",
-    }
-
-
-class Connection(asyncio.Protocol):
+class Connection(HandshakeMixin, asyncio.Protocol):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         config = broker.config
@@ -311,29 +291,6 @@ class Connection(asyncio.Protocol):
 
     # -- frames ---------------------------------------------------------------------
 
-    def _read_protocol_header(self, data: bytes) -> bytes:
-        self._header += data
-        if len(self._header) < 8:
-            if PROTOCOL_HEADER.startswith(self._header):
-                return b""
-        elif self._header[:8] == PROTOCOL_HEADER:
-            rest, self._header = self._header[8:], b""
-            self.state = AWAIT_START_OK
-            self._send_method(
-                0,
-                commands.Connection.Start(
-                    server_properties=server_properties(),
-                    mechanisms=" ".join(MECHANISMS),
-                    locales="en_US",
-                ),
-            )
-            return rest
-        assert self.transport is not None
-        self.transport.write(PROTOCOL_HEADER)
-        self.transport.close()
-        self.state = CLOSED
-        return b""
-
     def _on_frame(self, frame_type: int, number: int, payload: bytes) -> None:
         if frame_type == FRAME_METHOD:
             try:
@@ -410,73 +367,6 @@ class Connection(asyncio.Protocol):
             self._shutdown_transport()
         elif index != CONNECTION_CLOSE_OK:
             raise _hard(CHANNEL_ERROR, "unexpected method in connection state running", index)
-
-    def _on_start_ok(self, args: commands.Connection.StartOk) -> None:
-        capabilities = (args.client_properties or {}).get("capabilities") or {}
-        self.cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
-        self.blocked_notify = bool(capabilities.get("connection.blocked"))
-        response = args.response
-        raw = response.encode() if isinstance(response, str) else bytes(response or b"")
-        if args.mechanism not in MECHANISMS:
-            raise HandshakeFailed(f"unsupported authentication mechanism '{args.mechanism}'")
-        credentials = parse_credentials(args.mechanism, raw)
-        if credentials is None:
-            raise HandshakeFailed(f"malformed {args.mechanism} response")
-        user = authenticate(self.config, *credentials)
-        if user is None:
-            log.warning("login refused for %s using %s", self.peer, args.mechanism)
-            if not capabilities.get("authentication_failure_close"):
-                raise HandshakeFailed("login refused")
-            raise _hard(
-                ACCESS_REFUSED,
-                f"Login was refused using authentication mechanism {args.mechanism}."
-                " For details see the broker logfile.",
-            )
-        self.user = user.name
-        self.state = AWAIT_TUNE_OK
-        self._send_method(
-            0,
-            commands.Connection.Tune(
-                channel_max=self.config.channel_max,
-                frame_max=self.config.frame_max,
-                heartbeat=self.config.heartbeat,
-            ),
-        )
-
-    def _on_tune_ok(self, args: commands.Connection.TuneOk) -> None:
-        frame_max, channel_max = args.frame_max, args.channel_max
-        if not 4096 <= frame_max <= self.config.frame_max:
-            raise HandshakeFailed(f"negotiated frame_max = {frame_max} is out of range")
-        if not 1 <= channel_max <= self.config.channel_max:
-            raise HandshakeFailed(f"negotiated channel_max = {channel_max} is out of range")
-        self.frame_max = frame_max
-        self.reader.frame_max = frame_max
-        self.channel_max = channel_max
-        self.heartbeat = args.heartbeat
-        self.state = AWAIT_OPEN
-
-    def _on_open(self, args: commands.Connection.Open, index: int) -> None:
-        vhost = self.broker.vhosts.get(args.virtual_host)
-        if vhost is None:
-            raise _hard(NOT_ALLOWED, f"vhost {args.virtual_host} not found", index)
-        user = self.config.user(self.user)
-        permission = user.permission(args.virtual_host) if user else None
-        if permission is None:
-            raise _hard(
-                NOT_ALLOWED,
-                f"access to vhost '{args.virtual_host}' refused for user '{self.user}'",
-                index,
-            )
-        self.vhost = vhost
-        self.access = Access(self.user, vhost.name, permission)
-        self.state = OPEN
-        self._send_method(0, commands.Connection.OpenOk())
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self.heartbeat:
-            self._last_sent = self._last_received = self._loop.time()
-            self._timer = self._loop.call_later(self.heartbeat / 2, self._heartbeat_tick)
 
     # -- channels -------------------------------------------------------------------
 
@@ -591,13 +481,6 @@ class Connection(asyncio.Protocol):
             self._timer = None
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
-
-    def _handshake_timeout(self) -> None:
-        self._timer = None
-        if self.state in (AWAIT_HEADER, AWAIT_START_OK, AWAIT_TUNE_OK, AWAIT_OPEN):
-            log.info("handshake timeout from %s", self.peer)
-            if self.transport is not None:
-                self.transport.abort()
 
     def _heartbeat_tick(self) -> None:
         now = self._loop.time()

@@ -26,6 +26,7 @@ from amqpd.store import (
     QueueRecord,
     Recovered,
     StoreFailed,
+    reclaim,
 )
 from amqpd.store import records as R
 from amqpd.store.segments import ScanResult, list_segments, scan
@@ -163,6 +164,92 @@ def test_delivered_flag_comes_back_per_queue(tmp_path: Path) -> None:
     assert [(m.message_id, m.delivered) for m in rec.messages["b"]] == [(1, False)]
 
 
+def delivered_flags(recovered: Recovered, queue: str) -> list[tuple[int, bool]]:
+    return [(m.message_id, m.delivered) for m in recovered.messages.get(queue, [])]
+
+
+def test_deliveries_are_one_watermark_record_per_queue_and_flush(tmp_path: Path) -> None:
+    d = tmp_path / "data"
+    s, _ = reopen(d)
+    s.queue_declared(QueueRecord("a", False, {}))
+    s.queue_declared(QueueRecord("b", False, {}))
+    for i in range(1, 11):
+        t = s.message_published(i, ["a", "b"], "", "", HEADER, b"m%d" % i)
+    s.flush()
+    wait_durable(s, t)
+    for i in range(1, 7):  # a queue delivers its lowest id first
+        s.message_delivered("a", i)
+    s.message_delivered("b", 1)
+    s.message_delivered("b", 2)
+    s.flush()
+    s.message_published(11, ["a"], "", "", HEADER, b"m11")  # newer: not delivered
+    s.close()
+    marks = []
+    for _, path in list_segments(d):
+        data = path.read_bytes()
+        for rtype, p, end, _ in scan(data, ScanResult()):
+            if rtype == R.DELIVERED:
+                marks.append(R.decode_message_ref(data, p, end))
+    assert sorted(marks) == [(2, "b"), (6, "a")]
+    rec = recover_once(d)
+    assert delivered_flags(rec, "a") == [(i, i <= 6) for i in range(1, 12)]
+    assert delivered_flags(rec, "b") == [(i, i <= 2) for i in range(1, 11)]
+
+
+def test_old_logs_with_one_delivered_record_per_message_recover_the_same(
+    tmp_path: Path,
+) -> None:
+    d = tmp_path / "data"
+    d.mkdir()
+    records = [R.encode_queue(QueueRecord("q", False, {}))]
+    records += [R.encode_queue(QueueRecord("other", False, {}))]
+    for i in range(1, 6):
+        records.append(R.encode_publish(i, {"q": False, "other": False}, "", "", HEADER, b"x"))
+    records.append(R.encode_message_ref(R.DELIVERED, "q", 1))
+    records.append(R.encode_message_ref(R.REMOVED, "q", 1))
+    records.append(R.encode_message_ref(R.DELIVERED, "q", 2))
+    records.append(R.encode_message_ref(R.DELIVERED, "q", 3))
+    data = R.encode_file_header(1) + b"".join(b"".join(r) for r in records)
+    (d / "segment-000000000001.log").write_bytes(data)
+    rec = recover_once(d)
+    assert delivered_flags(rec, "q") == [(2, True), (3, True), (4, False), (5, False)]
+    assert delivered_flags(rec, "other") == [(i, False) for i in range(1, 6)]
+    again = recover_once(d)  # after its own compaction, the same
+    assert delivered_flags(again, "q") == delivered_flags(rec, "q")
+    assert delivered_flags(again, "other") == delivered_flags(rec, "other")
+
+
+def test_a_delivered_watermark_is_forgotten_with_its_queue(tmp_path: Path) -> None:
+    d = tmp_path / "data"
+    s, _ = reopen(d)
+    s.queue_declared(QueueRecord("q", False, {}))
+    s.message_published(1, ["q"], "", "", HEADER, b"1")
+    s.flush()
+    s.message_delivered("q", 1)
+    s.flush()
+    s.queue_deleted("q")
+    s.queue_declared(QueueRecord("q", False, {}))
+    s.close()
+    # a log written by hand, as compaction could leave it: a copy of message 1 in the new
+    # queue of the same name comes after the old queue's watermark and keeps its own flag
+    s, rec = reopen(d)
+    assert rec.messages == {}
+    s.close()
+    records = [
+        R.encode_queue(QueueRecord("q", False, {})),
+        R.encode_publish(1, {"q": False}, "", "", HEADER, b"1"),
+        R.encode_message_ref(R.DELIVERED, "q", 1),
+        R.encode_name(R.QUEUE_DELETE, "q"),
+        R.encode_queue(QueueRecord("q", False, {})),
+        R.encode_publish(1, {"q": False}, "", "", HEADER, b"1"),
+    ]
+    d2 = tmp_path / "hand"
+    d2.mkdir()
+    data = R.encode_file_header(1) + b"".join(b"".join(r) for r in records)
+    (d2 / "segment-000000000001.log").write_bytes(data)
+    assert delivered_flags(recover_once(d2), "q") == [(1, False)]
+
+
 def test_removed_messages_stay_gone(tmp_path: Path) -> None:
     d = tmp_path / "data"
     s, _ = reopen(d)
@@ -256,14 +343,15 @@ def test_store_directory_is_locked(tmp_path: Path, store: DurableStore) -> None:
 
 
 def _small_log(d: Path) -> Path:
-    """A single-segment log: queue, 12 messages, one delivered, one removed."""
+    """A single-segment log: queue, 12 messages, the first three delivered, one removed."""
     s, _ = reopen(d, fsync="never")
     s.queue_declared(QueueRecord("q", False, {"x-queue-mode": "lazy"}))
     for i in range(1, 13):
         last = s.message_published(i, ["q"], "ex", "rk", HEADER, b"payload-%02d" % i)
     s.flush()
     wait_for(lambda: s.stats()["durable_ticket"] == last)  # so these are records of their own
-    s.message_delivered("q", 3)
+    for i in (1, 2, 3):  # lowest id first, as a queue delivers: one watermark record
+        s.message_delivered("q", i)
     s.message_removed("q", 5)
     s.close()
     [(_, path)] = list_segments(d)
@@ -290,8 +378,11 @@ def _expected_prefix(data: bytes, cut: int) -> tuple[list[tuple[int, bool]], int
             queue_ok = True
         elif rtype == R.PUBLISH:
             live[R.decode_publish_queues(data, p)[0]] = False
-        elif rtype == R.DELIVERED:
-            live[R.decode_message_ref(data, p, end)[0]] = True
+        elif rtype == R.DELIVERED:  # a watermark: every id <= it was delivered
+            watermark = R.decode_message_ref(data, p, end)[0]
+            for mid in live:
+                if mid <= watermark:
+                    live[mid] = True
         elif rtype == R.REMOVED:
             live.pop(R.decode_message_ref(data, p, end)[0])
     return (sorted(live.items()) if queue_ok else []), good_end
@@ -339,8 +430,8 @@ def test_flipped_bytes_in_a_middle_record_skip_exactly_that_record(
             (d / "segment-000000000009.log").write_bytes(R.encode_file_header(9))
         rec = recover_once(d)
         assert [(m.message_id, m.delivered) for m in rec.messages["q"]] == [
-            (1, False),
-            (2, False),
+            (1, True),
+            (2, True),
             (3, True),
             (4, False),
             (6, False),
@@ -626,7 +717,17 @@ def test_after_everything_is_removed_the_log_shrinks_without_more_writes(
     assert rec.corrupt_records == 0
 
 
-def test_a_long_lived_message_does_not_pin_old_segments(tmp_path: Path) -> None:
+@pytest.fixture(params=["located", "scanned"])
+def compaction_reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Compaction reads live messages where the index says, or scans the whole segment."""
+    if request.param == "scanned":
+        monkeypatch.setattr(reclaim, "LOCATE_LIVE_PER_BYTE", 0.0)
+    return str(request.param)
+
+
+def test_a_long_lived_message_does_not_pin_old_segments(
+    tmp_path: Path, compaction_reads: str
+) -> None:
     d = tmp_path / "data"
     segment = 16 * 1024
     s, _ = reopen(d, fsync="never", segment_bytes=segment)
@@ -681,7 +782,9 @@ def test_a_mostly_live_old_segment_does_not_pin_dead_ones_behind_it(tmp_path: Pa
     assert ids(rec, "churn") == []
 
 
-def test_a_compacted_copy_next_to_its_original_recovers_once(tmp_path: Path) -> None:
+def test_a_compacted_copy_next_to_its_original_recovers_once(
+    tmp_path: Path, compaction_reads: str
+) -> None:
     """A crash between re-appending live messages and deleting their old segment."""
     d = tmp_path / "data"
     segment = 8 * 1024
@@ -703,6 +806,62 @@ def test_a_compacted_copy_next_to_its_original_recovers_once(tmp_path: Path) -> 
     first.write_bytes(saved)  # as if the crash came before the unlink
     rec = recover_once(d)
     assert [(m.message_id, m.body, m.delivered) for m in rec.messages["q"]] == [(1, b"KEEP", True)]
+
+
+def test_compaction_keeps_watermark_delivered_flags(tmp_path: Path, compaction_reads: str) -> None:
+    d = tmp_path / "data"
+    s, _ = reopen(d, fsync="never", segment_bytes=8 * 1024)
+    s.queue_declared(QueueRecord("q", False, {}))
+    s.queue_declared(QueueRecord("churn", False, {}))
+    for mid in (1, 2, 3):
+        s.message_published(mid, ["q"], "", "", HEADER, b"KEEP-%d" % mid)
+    s.flush()
+    s.message_delivered("q", 1)
+    s.message_delivered("q", 2)
+    s.flush()
+    first = list_segments(d)[0][1]
+    for mid in range(4, 200):
+        t = s.message_published(mid, ["churn"], "", "", HEADER, b"y" * 200)
+        s.flush()
+        wait_durable(s, t)
+        s.message_removed("churn", mid)
+    s.close()
+    assert s.stats()["compactions"] > 0
+    assert not first.exists()
+    rec = recover_once(d)
+    assert [(m.message_id, m.body, m.delivered) for m in rec.messages["q"]] == [
+        (1, b"KEEP-1", True),
+        (2, b"KEEP-2", True),
+        (3, b"KEEP-3", False),
+    ]
+    assert rec.corrupt_records == 0
+
+
+def test_compaction_drops_a_live_message_damaged_on_disk(
+    tmp_path: Path, compaction_reads: str
+) -> None:
+    d = tmp_path / "data"
+    s, _ = reopen(d, fsync="never", segment_bytes=8 * 1024)
+    s.queue_declared(QueueRecord("q", False, {}))
+    s.queue_declared(QueueRecord("churn", False, {}))
+    t = s.message_published(1, ["q"], "", "", HEADER, b"DAMAGED-LATER")
+    s.message_published(2, ["q"], "", "", HEADER, b"INTACT")
+    s.flush()
+    wait_durable(s, t)
+    first = list_segments(d)[0][1]
+    data = bytearray(first.read_bytes())
+    data[data.find(b"DAMAGED-LATER")] ^= 0xFF
+    first.write_bytes(bytes(data))
+    for mid in range(3, 200):
+        t = s.message_published(mid, ["churn"], "", "", HEADER, b"y" * 200)
+        s.flush()
+        wait_durable(s, t)
+        s.message_removed("churn", mid)
+    s.close()
+    assert not first.exists()
+    assert s.stats()["corrupt_records"] == 1
+    rec = recover_once(d)
+    assert [m.body for m in rec.messages["q"]] == [b"INTACT"]
 
 
 # ------------------------------------------------------------- full disk, I/O errors

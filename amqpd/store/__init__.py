@@ -4,8 +4,10 @@ Contract: the broker talks to a ``Store`` only. ``recover()`` is called once, fi
 every mutation is appended (cheap, on the event loop), ``flush()`` hands what was appended to
 the store once per loop tick, and ``on_durable(ticket)`` reports, possibly from another
 thread, that everything appended with a ticket <= ``ticket`` is durable under the configured
-fsync policy. ``DurableStore`` keeps an append-only log on disk; ``MemoryStore`` keeps nothing.
-No asyncio and no sockets in this package.
+fsync policy. ``message_delivered(q, X)`` is read as a watermark: a queue delivers its lowest
+message id first, so every message of ``q`` with an id <= ``X`` counts as delivered.
+``DurableStore`` keeps an append-only log on disk; ``MemoryStore`` keeps nothing. No asyncio
+and no sockets in this package.
 """
 
 from __future__ import annotations

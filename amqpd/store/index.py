@@ -1,7 +1,9 @@
 """The writer's in-memory index of the log: topology, live messages and segment accounting.
 
 Contract: ``LogIndex`` holds what the log on disk currently means (exchanges, queues,
-bindings; for every live message its location and the queues holding it) and keeps each
+bindings; for every live message its location and the queues holding it, with its delivered
+flag; per queue the delivered watermark: every message of the queue with an id <= it has been
+delivered, whatever its own flag says) and keeps each
 segment's live count and live bytes exact as messages are registered and dropped. It does no
 I/O and is touched only by the writer thread (or by recovery, before that thread starts).
 A message location is packed into one int: ``segment << 64 | offset << 32 | size``.
@@ -53,6 +55,7 @@ class LogIndex:
         self._loc: dict[int, int] = {}  # message id -> segment << 64 | offset << 32 | size
         self._refs: dict[int, int] = {}  # message id -> number of queues, only when > 1
         self._qmsgs: dict[str, dict[int, bool]] = {}  # queue -> {message id: delivered}
+        self._qdeliv: dict[str, int] = {}  # queue -> delivered watermark (ids <= it delivered)
         self._segs: dict[int, Segment] = {}  # oldest first
         self._max_id = 0
         self._corrupt = 0
@@ -104,8 +107,14 @@ class LogIndex:
                 self._unref(mid)
             held.clear()
 
+    def _is_delivered(self, queue: str, mid: int) -> bool:
+        """The delivered flag of a live message in a queue (its own flag or the watermark)."""
+        held = self._qmsgs.get(queue)
+        return bool(held and held.get(mid)) or mid <= self._qdeliv.get(queue, 0)
+
     def _delete_queue(self, name: str) -> bool:
         known = self._queues.pop(name, None) is not None
+        self._qdeliv.pop(name, None)
         held = self._qmsgs.pop(name, None)
         if held:
             known = True

@@ -7,7 +7,11 @@ Contract (see also the ``Store`` protocol in ``amqpd.store``):
   ``write()`` per segment, then, per policy: ``always`` fdatasync, then ``on_durable``;
   ``interval`` ``on_durable`` at once, fdatasync at most every ``fsync_interval_ms``;
   ``never`` ``on_durable`` at once, no fdatasync. ``on_durable`` runs on the writer thread.
-- A message removed from all its queues before the writer took it is never written.
+- A message removed from all its queues before the writer took it is never written. The
+  publishes of the current batch are tracked loop-side without a lock; only those handed
+  over and not yet taken are shared with the writer (under ``_lock``).
+- ``message_delivered`` keeps the highest id per queue; ``flush()`` hands over one delivered
+  watermark per queue: every message of the queue with an id <= it was delivered.
 - ENOSPC: the segment is cut back to its last good length, the records stay pending,
   ``disk_full`` is True and the write is retried every second until it succeeds. Any other
   OSError is fatal: logged CRITICAL, ``on_fatal(exc)`` called, and every later call raises
@@ -89,17 +93,23 @@ class DurableStore(LogRecovery):
         self.on_pending: Callable[[], None] | None = None
         self.on_fatal: Callable[[BaseException], None] | None = None
         # event-loop side
+        self._ok = True  # False once failed or closed: the calls then go through _check()
         self._pending: list[Any] = []
+        self._new_msgs: dict[int, list[Any]] = {}  # publishes since the last flush()
+        self._delivered: dict[str, int] = {}  # queue -> highest id delivered since then
         self._ticket = 0
         self._flushed_ticket = 0
         self._closed = False
         self._recovered = False
         self._lock_fd = -1
         # shared with the writer, under _cond
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._handoff: list[list[Any]] = []
         self._handoff_ticket = 0
-        self._pending_msgs: dict[int, list[Any]] = {}  # publishes not yet taken by the writer
+        # publishes handed over but not yet taken by the writer: only the loop adds to it,
+        # only the writer empties it (swapping in a new dict)
+        self._pending_msgs: dict[int, list[Any]] = {}
         self._closing = False
         self._failed: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -135,6 +145,7 @@ class DurableStore(LogRecovery):
         self._check()
         self._advance()
         self._forget_pending(name)
+        self._delivered.pop(name, None)
         self._pending.append((QDEL, name))
 
     def queue_purged(self, queue: str) -> None:
@@ -162,8 +173,12 @@ class DurableStore(LogRecovery):
         header: bytes,
         body: bytes,
     ) -> int:
-        self._check()
-        self._advance()
+        if not self._ok:
+            self._check()
+        ticket = self._ticket
+        if ticket == self._flushed_ticket and self.on_pending is not None:
+            self.on_pending()
+        self._ticket = ticket = ticket + 1
         if queues:
             op = [
                 PUB,
@@ -175,41 +190,55 @@ class DurableStore(LogRecovery):
                 body,
             ]
             self._pending.append(op)
-            with self._cond:
-                self._pending_msgs[message_id] = op
-        return self._ticket
+            self._new_msgs[message_id] = op
+        return ticket
 
     def message_delivered(self, queue: str, message_id: int) -> None:
-        self._check()
-        self._advance()
-        with self._cond:
-            op = self._pending_msgs.get(message_id)
-            if op is not None:
-                if queue in op[2]:
-                    op[2][queue] = True
-                return
-        self._pending.append((DELIVER, queue, message_id))
+        """Deliveries take the lowest id of a queue first, so one watermark per queue and
+        flush says it all: every message of the queue with an id <= it was delivered."""
+        if not self._ok:
+            self._check()
+        ticket = self._ticket
+        if ticket == self._flushed_ticket and self.on_pending is not None:
+            self.on_pending()
+        self._ticket = ticket + 1
+        delivered = self._delivered
+        if message_id > delivered.get(queue, 0):
+            delivered[queue] = message_id
 
     def message_removed(self, queue: str, message_id: int) -> None:
-        self._check()
-        self._advance()
-        with self._cond:
-            op = self._pending_msgs.get(message_id)
-            if op is not None:
-                queues = op[2]
-                if queues.pop(queue, None) is not None and not queues:
-                    del self._pending_msgs[message_id]
-                return
+        if not self._ok:
+            self._check()
+        ticket = self._ticket
+        if ticket == self._flushed_ticket and self.on_pending is not None:
+            self.on_pending()
+        self._ticket = ticket + 1
+        op = self._new_msgs.get(message_id)
+        if op is not None:  # not even handed over yet
+            queues = op[2]
+            if queues.pop(queue, None) is not None and not queues:
+                del self._new_msgs[message_id]
+            return
+        if self._pending_msgs:  # only the writer empties it: if empty, the writer has it
+            with self._lock:
+                pending = self._pending_msgs
+                op = pending.get(message_id)
+                if op is not None:
+                    queues = op[2]
+                    if queues.pop(queue, None) is not None and not queues:
+                        del pending[message_id]
+                    return
         self._pending.append((REMOVE, queue, message_id))
 
     def _forget_pending(self, queue: str) -> None:
-        with self._cond:
-            if not self._pending_msgs:
-                return
-            for mid, op in list(self._pending_msgs.items()):
-                queues = op[2]
-                if queues.pop(queue, None) is not None and not queues:
-                    del self._pending_msgs[mid]
+        for messages in (self._new_msgs, self._pending_msgs):
+            if not messages:
+                continue
+            with self._lock:
+                for mid, op in list(messages.items()):
+                    queues = op[2]
+                    if queues.pop(queue, None) is not None and not queues:
+                        del messages[mid]
 
     @property
     def ticket(self) -> int:
@@ -222,16 +251,28 @@ class DurableStore(LogRecovery):
         self._ticket += 1
 
     def flush(self) -> None:
-        if self._closed and self._failed is None:
-            return
-        self._check()
+        if not self._ok:
+            if self._closed and self._failed is None:
+                return
+            self._check()
         if self._ticket == self._flushed_ticket:
             return
         batch = self._pending
+        if self._delivered:
+            for queue, mid in self._delivered.items():
+                batch.append((DELIVER, queue, mid))
+            self._delivered = {}
+        messages = self._new_msgs
         self._pending = []
+        self._new_msgs = {}
         self._flushed_ticket = self._ticket
         with self._cond:
             self._handoff.append(batch)
+            if messages:
+                if self._pending_msgs:
+                    self._pending_msgs.update(messages)
+                else:
+                    self._pending_msgs = messages
             self._handoff_ticket = self._flushed_ticket
             self._cond.notify()
 
@@ -246,6 +287,7 @@ class DurableStore(LogRecovery):
                 self._cond.notify()
             self._thread.join()
         self._closed = True
+        self._ok = False
         for seg in self._segs.values():
             if seg.fd >= 0:
                 os.close(seg.fd)
@@ -283,6 +325,7 @@ class DurableStore(LogRecovery):
         log.critical("store failed, nothing more will be persisted: %r", exc, exc_info=exc)
         with self._cond:
             self._failed = exc
+            self._ok = False
         hook = self.on_fatal
         if hook is not None:
             try:
@@ -306,11 +349,8 @@ class DurableStore(LogRecovery):
                         self._cond.wait(due)
                     chunks, self._handoff = self._handoff, []
                     ticket = self._handoff_ticket
-                    pm = self._pending_msgs
-                    for chunk in chunks:
-                        for op in chunk:
-                            if op[0] == PUB:
-                                pm.pop(op[1], None)
+                    if self._pending_msgs:
+                        self._pending_msgs = {}
                     closing = self._closing and not chunks
             if self._writes:
                 self._reclaim(deleting_only=True)
@@ -324,9 +364,7 @@ class DurableStore(LogRecovery):
                     return
                 continue
             if chunks:
-                for chunk in chunks:
-                    for op in chunk:
-                        self._apply(op)
+                self._apply_all(chunks)
                 self._end_buf()
                 if self._run_writes():
                     self._after_writes(ticket, True)

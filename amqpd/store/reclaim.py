@@ -4,7 +4,9 @@ Contract: every segment starts with a topology snapshot, so only live messages p
 ``_reclaim`` deletes the oldest segment while none of its messages is live (never the head,
 never before the next segment's snapshot is on disk) and compacts the oldest one when its live
 bytes fall below ``compact_ratio`` of its size (or when live data is below that ratio of all
-bytes on disk): its live messages are re-appended at the head, synced, then it is deleted.
+bytes on disk): its live messages are read back (at their recorded offsets, CRC-checked, or by
+a scan of the file when the log holds many live messages), re-appended at the head with their
+current delivered flags, synced, then it is deleted.
 The head itself is retired the same way when the whole log is mostly dead and the head holds
 enough reclaimable bytes (after a write round: a quarter of ``segment_bytes``, at least
 ``HEAD_COMPACT_BYTES``; once the writer has been idle for ``IDLE_RECLAIM_DELAY``: more than
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
+import zlib
 from itertools import islice
 from pathlib import Path
 
@@ -33,6 +37,10 @@ log = logging.getLogger("amqpd.store")
 HEAD_COMPACT_BYTES = 1024 * 1024
 # ... or, with less, once the writer has had nothing to write for this long (seconds).
 IDLE_RECLAIM_DELAY = 0.25
+# Compaction reads a segment's live messages where the index says they are, unless there are
+# more live messages in the whole log than this many per byte of the segment (looking through
+# them would then cost more than scanning the file).
+LOCATE_LIVE_PER_BYTE = 1 / 64
 
 
 class LogReclaim(LogHead):
@@ -134,31 +142,18 @@ class LogReclaim(LogHead):
 
     def _compact(self, seg: Segment) -> None:
         """Re-append the live messages of ``seg`` at the head, then delete it."""
-        data = seg.path.read_bytes()
-        number = seg.number
-        result = ScanResult()
-        moved = []
-        for rtype, p, end, start in scan(data, result):
-            if rtype != R.PUBLISH:
-                continue
-            mid, qlist, _ = R.decode_publish_queues(data, p)
-            if self._loc.get(mid) != (number << 64) | (start << 32) | (end - start):
-                continue
-            queues = {}
-            for name, _flag in qlist:
-                held = self._qmsgs.get(name)
-                if held is not None and mid in held:
-                    queues[name] = held[mid]
-            ex, rk, header, body = R.decode_publish_content(data, p, end)
-            moved.append((mid, queues, ex, rk, header, body))
+        moved = self._live_records(seg)
+        strings = self._strings
         for mid, queues, ex, rk, header, body in moved:
-            new_seg, offset, size = self._emit(R.encode_publish(mid, queues, ex, rk, header, body))
+            parts = R.encode_publish(mid, queues, ex, rk, header, body, strings)
+            new_seg, offset, size = self._emit(parts)
             packed = self._loc[mid]
             seg.live_count -= 1
             seg.live_bytes -= packed & OFF_MASK
             self._loc[mid] = (new_seg.number << 64) | (offset << 32) | size
             new_seg.live_count += 1
             new_seg.live_bytes += size
+        number = seg.number
         if seg.live_count:  # records it could not read back (damaged since written)
             log.error(
                 "compaction: %d live messages in %s unreadable; dropped",
@@ -180,3 +175,66 @@ class LogReclaim(LogHead):
                 self._batches += 1
             self._sync()
             self._delete(seg)
+
+    def _live_records(
+        self, seg: Segment
+    ) -> list[tuple[int, dict[str, bool], str, str, bytes, bytes]]:
+        """(id, {queue: delivered}, exchange, routing key, header, body) of its live messages.
+
+        Records that cannot be read back intact are left out. When few of all live messages
+        are in ``seg`` they are read where the index says they are; else the file is scanned.
+        """
+        number = seg.number
+        loc = self._loc
+        moved = []
+        if len(loc) > seg.size * LOCATE_LIVE_PER_BYTE:  # too many to look through: scan
+            data = seg.path.read_bytes()
+            for rtype, p, end, start in scan(data, ScanResult()):
+                if rtype != R.PUBLISH:
+                    continue
+                mid = R.decode_publish_queues(data, p)[0]
+                if loc.get(mid) == (number << 64) | (start << 32) | (end - start):
+                    moved.append(self._live_copy(mid, data, p, end))
+            return moved
+        lo, hi = number << 64, (number + 1) << 64
+        found = sorted(
+            ((packed >> 32) & OFF_MASK, packed & OFF_MASK, mid)
+            for mid, packed in loc.items()
+            if lo <= packed < hi
+        )
+        if not found:
+            return moved
+        with open(seg.path, "rb", buffering=0) as f:
+            fd = f.fileno()
+            for start, size, mid in found:
+                data = os.pread(fd, size, start)
+                if len(data) != size or size < R.RECORD_HEAD_SIZE:
+                    continue
+                mark, crc, length, rtype = R.RECORD_HEAD.unpack_from(data, 0)
+                if (
+                    mark != R.MARK
+                    or rtype != R.PUBLISH
+                    or length != size - R.RECORD_HEAD_SIZE
+                    or zlib.crc32(memoryview(data)[8:]) != crc
+                ):
+                    continue
+                try:
+                    if R.decode_publish_queues(data, R.RECORD_HEAD_SIZE)[0] != mid:
+                        continue
+                    moved.append(self._live_copy(mid, data, R.RECORD_HEAD_SIZE, size))
+                except (ValueError, IndexError, UnicodeDecodeError, struct.error):
+                    continue
+        return moved
+
+    def _live_copy(
+        self, mid: int, data: bytes, p: int, end: int
+    ) -> tuple[int, dict[str, bool], str, str, bytes, bytes]:
+        _, qlist, _ = R.decode_publish_queues(data, p)
+        queues = {}
+        qdeliv = self._qdeliv
+        for name, _flag in qlist:
+            held = self._qmsgs.get(name)
+            if held is not None and mid in held:
+                queues[name] = held[mid] or mid <= qdeliv.get(name, 0)
+        ex, rk, header, body = R.decode_publish_content(data, p, end)
+        return mid, queues, ex, rk, header, body

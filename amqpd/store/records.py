@@ -121,6 +121,12 @@ _U64 = struct.Struct("<Q")
 _TABLE_LEN = struct.Struct(">I")
 _U64_U16 = struct.Struct("<QH")
 _U8_U16 = struct.Struct("<BH")
+_REF_HEAD = struct.Struct("<IBQ")  # payload length, type, message id (of DELIVERED/REMOVED)
+_FLAG_NONE = b"\x00"
+_FLAG_DELIVERED = b"\x01"
+_ONE_QUEUE = b"\x01\x00\x00"  # u16 queue count 1, then the flag of that queue
+_ONE_QUEUE_DELIVERED = b"\x01\x00\x01"
+_STRINGS_MAX = 4096
 
 
 def _framed(rtype: int, parts: list[bytes]) -> list[bytes]:
@@ -175,22 +181,70 @@ def encode_publish(
     routing_key: str,
     header: bytes,
     body: bytes,
+    strings: dict[str, bytes] | None = None,
 ) -> list[bytes]:
-    """A message and the queues holding it, each with its delivered flag."""
-    head = [_U64.pack(message_id), _s(exchange), _s(routing_key), _U16.pack(len(queues))]
-    for name, delivered in queues.items():
-        raw = name.encode()
-        head.append(_U8_U16.pack(1 if delivered else 0, len(raw)))
-        head.append(raw)
-    head.append(_U32.pack(len(header)))
-    head.append(header)
-    return _framed(PUBLISH, [b"".join(head), body])
+    """A message and the queues holding it, each with its delivered flag.
+
+    ``strings`` is an optional cache of encoded strings (see ``encoded_str``).
+    """
+    if strings is None:
+        strings = {}
+    ex = strings.get(exchange)
+    if ex is None:
+        ex = encoded_str(strings, exchange)
+    rk = strings.get(routing_key)
+    if rk is None:
+        rk = encoded_str(strings, routing_key)
+    if len(queues) == 1:
+        for name, delivered in queues.items():
+            q = strings.get(name)
+            if q is None:
+                q = encoded_str(strings, name)
+            head = b"".join(
+                (
+                    _U64.pack(message_id),
+                    ex,
+                    rk,
+                    _ONE_QUEUE_DELIVERED if delivered else _ONE_QUEUE,
+                    q,
+                    _U32.pack(len(header)),
+                    header,
+                )
+            )
+    else:
+        parts = [_U64.pack(message_id), ex, rk, _U16.pack(len(queues))]
+        for name, delivered in queues.items():
+            q = strings.get(name)
+            if q is None:
+                q = encoded_str(strings, name)
+            parts.append(_FLAG_DELIVERED if delivered else _FLAG_NONE)
+            parts.append(q)
+        parts.append(_U32.pack(len(header)))
+        parts.append(header)
+        head = b"".join(parts)
+    lentype = _LEN_TYPE.pack(len(head) + len(body), PUBLISH)
+    crc = zlib.crc32(body, zlib.crc32(head, zlib.crc32(lentype)))
+    return [_MARK_CRC.pack(MARK, crc) + lentype, head, body]
 
 
 def encode_message_ref(rtype: int, queue: str, message_id: int) -> list[bytes]:
     """DELIVERED or REMOVED: a message id and a queue name."""
-    raw = queue.encode()
-    return _framed(rtype, [_U64_U16.pack(message_id, len(raw)) + raw])
+    return [encode_ref(rtype, _s(queue), message_id)]
+
+
+def encode_ref(rtype: int, queue: bytes, message_id: int) -> bytes:
+    """DELIVERED or REMOVED as one bytes; ``queue`` is the encoded name (``encoded_str``)."""
+    payload = _REF_HEAD.pack(8 + len(queue), rtype, message_id) + queue
+    return _MARK_CRC.pack(MARK, zlib.crc32(payload)) + payload
+
+
+def encoded_str(strings: dict[str, bytes], value: str) -> bytes:
+    """``value`` as a ``str`` field (u16 length, UTF-8), remembered in ``strings``."""
+    raw = _s(value)
+    if len(strings) >= _STRINGS_MAX:
+        strings.clear()  # routing keys can be unique per message: keep the cache bounded
+    strings[value] = raw
+    return raw
 
 
 def encode_watermark(next_message_id: int) -> list[bytes]:

@@ -80,6 +80,7 @@ class LogRecovery(LogReclaim):
         loc = self._loc
         refs = self._refs
         qmsgs = self._qmsgs
+        qdeliv = self._qdeliv
         segbits = seg.number << 64
         max_id = self._max_id
         watermark = 0
@@ -132,10 +133,13 @@ class LogRecovery(LogReclaim):
                     if mid > max_id:
                         max_id = mid
                     held = qmsgs.get(name)
-                    if held is None or mid not in held:
-                        continue
                     if rtype == DELIVERED:
-                        held[mid] = True
+                        # a watermark: every message of the queue with an id <= mid was
+                        # delivered (older logs have one such record per message)
+                        if held is not None and mid > qdeliv.get(name, 0):
+                            qdeliv[name] = mid
+                        continue
+                    if held is None or mid not in held:
                         continue
                     del held[mid]
                     if mid in refs:
@@ -233,6 +237,7 @@ class LogRecovery(LogReclaim):
         """Messages of queues absent from the recovered topology cannot be delivered."""
         for name in [n for n in self._qmsgs if n not in self._queues]:
             held = self._qmsgs.pop(name)
+            self._qdeliv.pop(name, None)
             if held:
                 log.warning(
                     "dropping %d recovered messages of undeclared queue %r", len(held), name
@@ -253,6 +258,7 @@ class LogRecovery(LogReclaim):
         out: dict[str, list[RecoveredMessage]] = {}
         for qname, held in self._qmsgs.items():
             lst: list[RecoveredMessage] = []
+            watermark = self._qdeliv.get(qname, 0)
             for mid in sorted(held):
                 content = shared.get(mid)
                 if content is None:
@@ -283,7 +289,7 @@ class LogRecovery(LogReclaim):
                     content = (exchange, routing_key, data[p : p + n], data[p + n : end])
                     if mid in refs:
                         shared[mid] = content
-                lst.append(RecoveredMessage(mid, *content, held[mid]))
+                lst.append(RecoveredMessage(mid, *content, held[mid] or mid <= watermark))
             if lst:
                 out[qname] = lst
         return out

@@ -1,7 +1,8 @@
 """Appending to the log: operations become records scheduled at the head segment, then written.
 
 Contract: ``LogHead._apply`` updates the index for one operation handed over by the event loop
-and schedules its record (nothing for an operation that changes nothing); ``_emit`` schedules a
+and schedules its record (nothing for an operation that changes nothing); ``_apply_all`` does
+the same for batches of them, with the hot cases (publish, remove) inlined; ``_emit`` schedules a
 record at the head, rotating to a new segment (which starts with a topology snapshot) when it
 would overflow. Nothing reaches a file until ``_run_writes``, which returns False on ENOSPC,
 leaving the failed write cut back and scheduled for a retry; any other ``OSError`` propagates.
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from amqpd.store import records as R
-from amqpd.store.index import LogIndex, Segment
+from amqpd.store.index import _MISSING, OFF_MASK, LogIndex, Segment
 from amqpd.store.records import (
     FILE_HEADER_SIZE,
     BindingRecord,
@@ -51,6 +52,7 @@ class LogHead(LogIndex):
         self._head: Segment | None = None
         self._writing: Segment | None = None
         self._buf: list[bytes] = []
+        self._strings: dict[str, bytes] = {}  # encoded names and routing keys, bounded
         self._writes: list[tuple[int, Segment, bytes]] = []
         self._wrote = False
         self._next_number = 1
@@ -62,6 +64,79 @@ class LogHead(LogIndex):
 
     # ------------------------------------------------------------ applying operations
 
+    def _apply_all(self, chunks: list[list[Any]]) -> None:
+        """``_apply`` every operation of every chunk, in order."""
+        loc = self._loc
+        refs = self._refs
+        qmsgs = self._qmsgs
+        segs = self._segs
+        strings = self._strings
+        limit = self._segment_bytes
+        encode_publish = R.encode_publish
+        encode_ref = R.encode_ref
+        removed = R.REMOVED
+        max_id = self._max_id
+        for chunk in chunks:
+            for op in chunk:
+                kind = op[0]
+                if kind == PUB:
+                    mid = op[1]
+                    if mid > max_id:
+                        max_id = mid
+                    queues = op[2]
+                    if not queues:
+                        continue
+                    parts = encode_publish(mid, queues, op[3], op[4], op[5], op[6], strings)
+                    size = len(parts[0]) + len(parts[1]) + len(parts[2])
+                    head = self._head
+                    assert head is not None
+                    if head.size + size > limit and head.size > head.base:
+                        self._max_id = max_id  # the new segment's snapshot needs it
+                        head = self._rotate()
+                    offset = head.size
+                    self._buf += parts
+                    head.size = offset + size
+                    for name, delivered in queues.items():
+                        held = qmsgs.get(name)
+                        if held is None:
+                            held = qmsgs[name] = {}
+                        held[mid] = delivered
+                    if len(queues) > 1:
+                        refs[mid] = len(queues)
+                    loc[mid] = (head.number << 64) | (offset << 32) | size
+                    head.live_count += 1
+                    head.live_bytes += size
+                elif kind == REMOVE:
+                    _, queue, mid = op
+                    held = qmsgs.get(queue)
+                    if held is None or held.pop(mid, _MISSING) is _MISSING:
+                        continue
+                    if mid in refs:
+                        self._unref(mid)
+                    else:
+                        packed = loc.pop(mid, None)
+                        if packed is not None:
+                            seg = segs.get(packed >> 64)
+                            if seg is not None:
+                                seg.live_count -= 1
+                                seg.live_bytes -= packed & OFF_MASK
+                    name_bytes = strings.get(queue)
+                    if name_bytes is None:
+                        name_bytes = R.encoded_str(strings, queue)
+                    record = encode_ref(removed, name_bytes, mid)
+                    head = self._head
+                    assert head is not None
+                    if head.size + len(record) > limit and head.size > head.base:
+                        self._max_id = max_id
+                        head = self._rotate()
+                    self._buf.append(record)
+                    head.size += len(record)
+                else:
+                    self._max_id = max_id
+                    self._apply(op)
+        if max_id > self._max_id:
+            self._max_id = max_id
+
     def _apply(self, op: Any) -> None:
         kind = op[0]
         if kind == PUB:
@@ -70,7 +145,7 @@ class LogHead(LogIndex):
                 self._max_id = mid
             queues = op[2]
             if queues:
-                parts = R.encode_publish(mid, queues, op[3], op[4], op[5], op[6])
+                parts = R.encode_publish(mid, queues, op[3], op[4], op[5], op[6], self._strings)
                 seg, offset, size = self._emit(parts)
                 self._register(mid, queues, seg, offset, size)
         elif kind == REMOVE:
@@ -78,10 +153,10 @@ class LogHead(LogIndex):
             if self._drop(queue, mid):
                 self._emit(R.encode_message_ref(R.REMOVED, queue, mid))
         elif kind == DELIVER:
+            # a delivered watermark: every message of the queue with an id <= mid
             _, queue, mid = op
-            held = self._qmsgs.get(queue)
-            if held is not None and held.get(mid) is False:
-                held[mid] = True
+            if queue in self._qmsgs and mid > self._qdeliv.get(queue, 0):
+                self._qdeliv[queue] = mid
                 self._emit(R.encode_message_ref(R.DELIVERED, queue, mid))
         elif kind == XDECL:
             rec: ExchangeRecord = op[1]

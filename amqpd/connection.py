@@ -63,8 +63,8 @@ log = logging.getLogger("amqpd.connection")
 CLOSE_OK_TIMEOUT = 3.0
 # Deliveries stop for the rest of a tick once this much output waits for the flush.
 OUTPUT_HIGH_WATER = 1 << 20
-# Frames handled per event-loop turn before other connections get theirs (~330 publishes).
-FRAMES_PER_TURN = 1000
+# Frames handled per event-loop turn before other connections get theirs (~200 publishes).
+FRAMES_PER_TURN = 600
 CHANNEL_OPEN = commands.Channel.Open.index
 CHANNEL_CLOSE = commands.Channel.Close.index
 CHANNEL_CLOSE_OK = commands.Channel.CloseOk.index

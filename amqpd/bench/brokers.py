@@ -115,6 +115,13 @@ def rabbitmq_command(port: int, node: str, dist_port: int) -> tuple[list[str], d
         RABBITMQ_NODENAME=node,
         RABBITMQ_DIST_PORT=str(dist_port),
     )
+    direct = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+    if os.geteuid() == 0 and shutil.which("setpriv") and os.path.exists(direct):
+        # Debian's wrapper switches to the rabbitmq user with `su`, whose PAM session resets
+        # the open-files limit to 1024 (~830 connections). setpriv keeps our raised limit.
+        env["HOME"] = "/var/lib/rabbitmq"
+        argv = ["setpriv", "--reuid=rabbitmq", "--regid=rabbitmq", "--init-groups", direct]
+        return argv, env
     return ["rabbitmq-server"], env
 
 
@@ -146,6 +153,7 @@ def ensure_rabbitmq(
     subprocess.run(
         ["sh", "-c", 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', "sh", *argv, "-detached"],
         env=env,
+        cwd="/var/lib/rabbitmq" if os.path.isdir("/var/lib/rabbitmq") else None,
         stdout=log,
         stderr=log,
         check=False,

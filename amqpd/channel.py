@@ -75,7 +75,7 @@ class ChannelHost(Protocol):
 
     def send(self, data: bytes) -> None: ...
 
-    def send_many(self, pieces: list[bytes]) -> None: ...
+    def send_many(self, pieces: list[bytes], size: int | None = None) -> None: ...
 
     def request_flush(self, channel: Channel) -> None: ...
 
@@ -165,8 +165,9 @@ class Channel(PublishingMixin, ConsumingMixin):
             content = [header_frame(number, message.header)]
             if message.body:
                 content += body_frames(number, message.body, frame_max)
-            message.framed = framed = (number, frame_max, content)
-        self.host.send_many([method_frame, *framed[2]])
+            framed = (number, frame_max, content, sum(map(len, content)))
+            message.framed = framed
+        self.host.send_many([method_frame, *framed[2]], len(method_frame) + framed[3])
 
     def handle_method(self, index: int, args: Any) -> None:
         handler = self._handlers.get(index)

@@ -203,9 +203,10 @@ class Connection(HandshakeMixin, asyncio.Protocol):
             self._flush_requested = True
             self.broker.scheduler.flush(self)
 
-    def send_many(self, pieces: list[bytes]) -> None:
+    def send_many(self, pieces: list[bytes], size: int | None = None) -> None:
+        """Queue frames for this tick's write; `size`, if the caller knows it, saves a sum."""
         self._out += pieces
-        self._out_size += sum(map(len, pieces))
+        self._out_size += sum(map(len, pieces)) if size is None else size
         if self._out_size >= OUTPUT_HIGH_WATER:
             self.writable = False  # enough for this tick: deliver more after the flush
         if not self._flush_requested:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from amqpd.core.message import Message
 from amqpd.core.queue import Queue
-from amqpd.wire.methods import shortstr
+from amqpd.wire.methods import deliver_parts, pack_tag_bits, shortstr
 
 if TYPE_CHECKING:
     from amqpd.channel import Channel
@@ -27,6 +27,7 @@ class ChannelConsumer:
         "exclusive",
         "prefetch",
         "unacked",
+        "_deliver_parts",
     )
 
     def __init__(
@@ -47,6 +48,7 @@ class ChannelConsumer:
         self.exclusive = exclusive
         self.prefetch = prefetch
         self.unacked = 0
+        self._deliver_parts: dict[bytes, tuple[bytes, bytes]] = {}  # by exchange_rk
 
     def ready(self) -> bool:
         channel = self.channel
@@ -58,6 +60,15 @@ class ChannelConsumer:
             return False
         limit = channel.global_prefetch
         return not limit or len(channel.unacked) < limit
+
+    def deliver_frame(self, tag: int, redelivered: bool, exchange_rk: bytes) -> bytes:
+        """This consumer's basic.deliver frame for one delivery."""
+        parts = self._deliver_parts.get(exchange_rk)
+        if parts is None:
+            parts = deliver_parts(self.channel.number, self.tag_sstr, exchange_rk)
+            if len(self._deliver_parts) < 64:
+                self._deliver_parts[exchange_rk] = parts
+        return parts[0] + pack_tag_bits(tag, redelivered) + parts[1]
 
     def deliver(self, queue: Queue, seq: int, message: Message, redelivered: bool) -> None:
         self.channel.deliver(self, queue, seq, message, redelivered)

@@ -28,7 +28,7 @@ from amqpd.core.message import Message
 from amqpd.core.naming import generated_consumer_tag
 from amqpd.core.queue import Queue
 from amqpd.core.vhost import VHost
-from amqpd.wire.methods import encode_deliver, encode_get_ok
+from amqpd.wire.methods import encode_get_ok
 
 if TYPE_CHECKING:
     from amqpd.auth import Access
@@ -141,8 +141,7 @@ class ConsumingMixin:
             if message.store_id and not redelivered:
                 queue.delivered(message)
         self._send_with_content(
-            encode_deliver(self.number, consumer.tag_sstr, tag, redelivered, message.exchange_rk),
-            message,
+            consumer.deliver_frame(tag, redelivered, message.exchange_rk), message
         )
 
     def _on_get(self, args: commands.Basic.Get) -> None:

@@ -20,9 +20,7 @@ class Message:
         "header",
         "body",
         "delivery_mode",
-        "priority",
-        "expiration",
-        "headers_raw",
+        "info",
         "exchange_rk",
         "store_id",
         "framed",
@@ -43,14 +41,12 @@ class Message:
         self.header = header
         self.body = body
         self.delivery_mode = info.delivery_mode
-        self.priority = info.priority
-        self.expiration = info.expiration
-        self.headers_raw = info.headers_raw
+        self.info = info  # the other properties the broker may look at, parsed once
         self.exchange_rk = exchange_rk or shortstr(exchange) + shortstr(routing_key)
         self.store_id = 0  # non-zero once written to a durable queue's log
-        # The content frames last sent, as (channel, frame_max, frames): fan-out to the
+        # The content frames last sent, as (channel, frame_max, frames, their size): fan-out to the
         # same channel number and frame_max re-uses them.
-        self.framed: tuple[int, int, list[bytes]] | None = None
+        self.framed: tuple[int, int, list[bytes], int] | None = None
         self._headers: dict[str, Any] | None = None
 
     @property
@@ -61,7 +57,7 @@ class Message:
     def headers(self) -> dict[str, Any]:
         """The headers table, decoded the first time someone asks."""
         if self._headers is None:
-            self._headers = decode_headers(self.headers_raw)
+            self._headers = decode_headers(self.info.headers_raw)
         return self._headers
 
     def __len__(self) -> int:

@@ -167,6 +167,14 @@ class Queue:
         self.dispatch_pending = False
         messages = self.messages
         consumers = self.consumers
+        if len(consumers) == 1:  # the common case: no round robin to keep
+            consumer = consumers[0]
+            while messages and consumer.ready():
+                seq, message, redelivered = messages.popleft()
+                consumer.deliver(self, seq, message, redelivered)
+                if not consumers or consumers[0] is not consumer:
+                    break
+            consumers = self.consumers if len(self.consumers) > 1 else ()
         while messages and consumers:
             for _ in range(len(consumers)):
                 consumer = consumers[0]

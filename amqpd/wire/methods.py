@@ -189,6 +189,20 @@ def encode_deliver(
     )
 
 
+def deliver_parts(channel: int, consumer_tag: bytes, exchange_rk: bytes) -> tuple[bytes, bytes]:
+    """The fixed parts of a basic.deliver around its delivery tag and redelivered bit:
+    prefix + pack_tag_bits(tag, redelivered) + suffix is the whole frame. Consumers cache
+    them per exchange/routing key, so a delivery costs one pack and two concatenations."""
+    size = 4 + len(consumer_tag) + 9 + len(exchange_rk)
+    return (
+        frame_head(FRAME_METHOD, channel, size) + _deliver_prefix + consumer_tag,
+        exchange_rk + FRAME_END_BYTE,
+    )
+
+
+pack_tag_bits = _tag_bits.pack
+
+
 def encode_get_ok(
     channel: int, delivery_tag: int, redelivered: bool, exchange_rk: bytes, message_count: int
 ) -> bytes:

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 *args.amqpd_arg,
             ]
             ours = _bench(amqpd_cmd, True)
-            rabbit_argv, _ = rabbitmq_command(0, args.rabbit_startup_node, 0)
+            rabbit_argv, rabbit_env = rabbitmq_command(0, args.rabbit_startup_node, 0)
             theirs = _bench(
                 [
                     "startup",
@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                     "RABBITMQ_NODE_PORT={port}",
                     "RABBITMQ_DIST_PORT={distport}",
                     f"RABBITMQ_NODENAME={args.rabbit_startup_node}",
+                    f"HOME={rabbit_env.get('HOME', '')}",
                     *rabbit_argv,
                 ],
                 True,

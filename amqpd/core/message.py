@@ -50,15 +50,8 @@ class Message:
         self._headers: dict[str, Any] | None = None
 
     @property
-    def persistent(self) -> bool:
-        return self.delivery_mode == 2
-
-    @property
     def headers(self) -> dict[str, Any]:
         """The headers table, decoded the first time someone asks."""
         if self._headers is None:
             self._headers = decode_headers(self.info.headers_raw)
         return self._headers
-
-    def __len__(self) -> int:
-        return len(self.body)

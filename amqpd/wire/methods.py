@@ -172,23 +172,6 @@ def encode_method(channel: int, method: base.Frame) -> bytes:
     return frame_head(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END_BYTE
 
 
-def encode_deliver(
-    channel: int, consumer_tag: bytes, delivery_tag: int, redelivered: bool, exchange_rk: bytes
-) -> bytes:
-    """basic.deliver; consumer_tag and exchange_rk are already shortstr-encoded."""
-    size = 4 + len(consumer_tag) + 9 + len(exchange_rk)
-    return b"".join(
-        (
-            frame_head(FRAME_METHOD, channel, size),
-            _deliver_prefix,
-            consumer_tag,
-            _tag_bits.pack(delivery_tag, redelivered),
-            exchange_rk,
-            FRAME_END_BYTE,
-        )
-    )
-
-
 def deliver_parts(channel: int, consumer_tag: bytes, exchange_rk: bytes) -> tuple[bytes, bytes]:
     """The fixed parts of a basic.deliver around its delivery tag and redelivered bit:
     prefix + pack_tag_bits(tag, redelivered) + suffix is the whole frame. Consumers cache
@@ -201,6 +184,14 @@ def deliver_parts(channel: int, consumer_tag: bytes, exchange_rk: bytes) -> tupl
 
 
 pack_tag_bits = _tag_bits.pack
+
+
+def encode_deliver(
+    channel: int, consumer_tag: bytes, delivery_tag: int, redelivered: bool, exchange_rk: bytes
+) -> bytes:
+    """basic.deliver; consumer_tag and exchange_rk are already shortstr-encoded."""
+    prefix, suffix = deliver_parts(channel, consumer_tag, exchange_rk)
+    return prefix + pack_tag_bits(delivery_tag, redelivered) + suffix
 
 
 def encode_get_ok(

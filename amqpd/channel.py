@@ -185,7 +185,7 @@ class Channel(PublishingMixin, ConsumingMixin):
             handler(args)
         finally:
             self._holding = False
-        frames, self._held_now = self._held_now, []
+            frames, self._held_now = self._held_now, []  # an error sends none of them
         ticket = store.ticket if store.ticket != before else 0
         if self._held or ticket > self.vhost.durable_ticket:
             self._held.append((ticket, frames))

@@ -19,25 +19,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker
 
 from tests.conftest import BrokerAddress
-
-TIMEOUT = 5.0
-
-
-def pump(conns: list[BlockingConnection], until: Callable[[], bool], timeout: float = TIMEOUT):
-    """Process I/O on every connection until `until()` holds; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "timed out waiting for the broker"
-        for conn in conns:
-            conn.process_data_events(time_limit=0.01)
-
-
-def settle(conns: list[BlockingConnection], seconds: float = 0.3) -> None:
-    """Let in-flight deliveries arrive, so a test can assert that nothing more came."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for conn in conns:
-            conn.process_data_events(time_limit=0.02)
+from tests.pumping import TIMEOUT, pump, settle
 
 
 def _socket_of(conn: BlockingConnection) -> socket.socket:
@@ -47,13 +29,19 @@ def _socket_of(conn: BlockingConnection) -> socket.socket:
 class Sink:
     """A manual-ack consumer that records deliveries in arrival order."""
 
-    def __init__(self, ch: BlockingChannel, queue: str, *, auto_ack: bool = False,
-                 tag: str | None = None, log: list[tuple[str, bytes]] | None = None) -> None:
+    def __init__(
+        self,
+        ch: BlockingChannel,
+        queue: str,
+        *,
+        auto_ack: bool = False,
+        tag: str | None = None,
+        log: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         self.ch = ch
         self.log = log
         self.got: list[tuple[pika.spec.Basic.Deliver, pika.BasicProperties, bytes]] = []
-        self.tag = ch.basic_consume(queue, self._on_message, auto_ack=auto_ack,
-                                    consumer_tag=tag)
+        self.tag = ch.basic_consume(queue, self._on_message, auto_ack=auto_ack, consumer_tag=tag)
 
     def _on_message(self, _ch, method, props, body) -> None:  # type: ignore[no-untyped-def]
         self.got.append((method, props, body))
@@ -281,8 +269,7 @@ def _kill(how: str, conn: BlockingConnection, ch: BlockingChannel) -> None:
         raise AssertionError(how)
 
 
-@pytest.mark.parametrize("how", ["channel_close", "connection_close", "tcp_shutdown",
-                                 "tcp_reset"])
+@pytest.mark.parametrize("how", ["channel_close", "connection_close", "tcp_shutdown", "tcp_reset"])
 def test_unacked_return_ahead_in_original_order(connect, unique, how):
     admin = connect().channel()
     q = admin.queue_declare(unique).method.queue
@@ -329,8 +316,12 @@ def test_reject_and_nack_requeue_to_original_position(connection, channel, uniqu
     while (r := channel.basic_get(q, auto_ack=True))[0] is not None:
         got.append((r[2], r[0].redelivered))
     assert got == [
-        (bodies[0], True), (bodies[1], True), (bodies[2], True),
-        (bodies[3], False), (bodies[4], False), (bodies[5], False),
+        (bodies[0], True),
+        (bodies[1], True),
+        (bodies[2], True),
+        (bodies[3], False),
+        (bodies[4], False),
+        (bodies[5], False),
     ]
     channel.queue_delete(q)
 
@@ -641,14 +632,18 @@ def test_delete_if_empty_and_if_unused(connect, unique):
     with pytest.raises(ChannelClosedByBroker) as info:
         ch.queue_delete(q, if_empty=True)
     assert (info.value.reply_code, info.value.reply_text) == (
-        406, f"PRECONDITION_FAILED - queue '{q}' in vhost '/' not empty")
+        406,
+        f"PRECONDITION_FAILED - queue '{q}' in vhost '/' not empty",
+    )
     ch = conn.channel()
     Sink(ch, q, auto_ack=True)
     ch2 = conn.channel()
     with pytest.raises(ChannelClosedByBroker) as info:
         ch2.queue_delete(q, if_unused=True)
     assert (info.value.reply_code, info.value.reply_text) == (
-        406, f"PRECONDITION_FAILED - queue '{q}' in vhost '/' in use")
+        406,
+        f"PRECONDITION_FAILED - queue '{q}' in vhost '/' in use",
+    )
     conn.channel().queue_delete(q)
 
 
@@ -662,18 +657,25 @@ def test_mandatory_unroutable_is_returned(connect, unique):
     ch.exchange_declare(ex, "direct")
     returned: list[tuple[pika.spec.Basic.Return, pika.BasicProperties, bytes]] = []
     ch.add_on_return_callback(lambda _c, m, p, b: returned.append((m, p, b)))
-    ch.basic_publish(ex, "nowhere", b"lost", pika.BasicProperties(message_id="r1"),
-                     mandatory=True)
+    ch.basic_publish(ex, "nowhere", b"lost", pika.BasicProperties(message_id="r1"), mandatory=True)
     ch.basic_publish("", f"{unique}-no-such-queue", b"lost too", mandatory=True)
     ch.basic_publish(ex, "nowhere", b"silently dropped")  # not mandatory: no return
     pump([conn], lambda: len(returned) == 2)
     settle([conn])
     (m1, p1, b1), (m2, _p2, b2) = returned
     assert (m1.reply_code, m1.reply_text, m1.exchange, m1.routing_key) == (
-        312, "NO_ROUTE", ex, "nowhere")
+        312,
+        "NO_ROUTE",
+        ex,
+        "nowhere",
+    )
     assert (b1, p1.message_id) == (b"lost", "r1")
     assert (m2.reply_code, m2.reply_text, m2.exchange, m2.routing_key) == (
-        312, "NO_ROUTE", "", f"{unique}-no-such-queue")
+        312,
+        "NO_ROUTE",
+        "",
+        f"{unique}-no-such-queue",
+    )
     assert b2 == b"lost too"
     ch.exchange_delete(ex)
 

@@ -8,7 +8,6 @@ tutorial promises a reader will see.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable, Iterator
 
 import pika
@@ -17,26 +16,9 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exceptions import ChannelClosedByBroker
 
 from tests.conftest import BrokerAddress
+from tests.pumping import pump, settle
 
-TIMEOUT = 5.0
 Delivery = tuple[pika.spec.Basic.Deliver, pika.BasicProperties, bytes]
-
-
-def pump(conns: list[BlockingConnection], until: Callable[[], bool], timeout: float = TIMEOUT):
-    """Process I/O on every connection until `until()` holds; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "timed out waiting for deliveries"
-        for conn in conns:
-            conn.process_data_events(time_limit=0.01)
-
-
-def settle(conns: list[BlockingConnection], seconds: float = 0.3) -> None:
-    """Let in-flight deliveries arrive, so a test can assert that nothing more came."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for conn in conns:
-            conn.process_data_events(time_limit=0.02)
 
 
 def drop_socket(conn: BlockingConnection) -> None:
@@ -100,8 +82,14 @@ def test_hello_world(connect, unique):
 # --- 2. Work queues ----------------------------------------------------------------------
 
 
-def _worker(conn: BlockingConnection, queue: str, sink: list[Delivery], *, ack: bool,
-            prefetch: int | None = None) -> BlockingChannel:
+def _worker(
+    conn: BlockingConnection,
+    queue: str,
+    sink: list[Delivery],
+    *,
+    ack: bool,
+    prefetch: int | None = None,
+) -> BlockingChannel:
     ch = conn.channel()
     ch.queue_declare(queue=queue, durable=True)
     if prefetch is not None:
@@ -317,25 +305,24 @@ def test_topics(connect, unique):
     ch.queue_bind(queue=q_all, exchange=exchange, routing_key="#")
 
     keys = [
-        "quick.orange.rabbit",      # q1 q2
-        "lazy.orange.elephant",     # q1 q2
-        "quick.orange.fox",         # q1
-        "lazy.brown.fox",           # q2
-        "lazy.pink.rabbit",         # q2, once although both of its bindings match
-        "quick.brown.fox",          # nobody but '#'
-        "orange",                   # nobody but '#'
+        "quick.orange.rabbit",  # q1 q2
+        "lazy.orange.elephant",  # q1 q2
+        "quick.orange.fox",  # q1
+        "lazy.brown.fox",  # q2
+        "lazy.pink.rabbit",  # q2, once although both of its bindings match
+        "quick.brown.fox",  # nobody but '#'
+        "orange",  # nobody but '#'
         "quick.orange.male.rabbit",  # nobody but '#'
         "lazy.orange.male.rabbit",  # q2
-        "lazy",                     # q2: '#' matches zero words
-        "",                         # only '#'
-        "quick..rabbit",            # q2: an empty word is still a word for '*'
+        "lazy",  # q2: '#' matches zero words
+        "",  # only '#'
+        "quick..rabbit",  # q2: an empty word is still a word for '*'
     ]
     for key in keys:
         ch.basic_publish(exchange=exchange, routing_key=key, body=key.encode())
     ch.queue_declare(queue=q1, passive=True)
 
-    assert get_all(ch, q1) == [b"quick.orange.rabbit", b"lazy.orange.elephant",
-                               b"quick.orange.fox"]
+    assert get_all(ch, q1) == [b"quick.orange.rabbit", b"lazy.orange.elephant", b"quick.orange.fox"]
     assert get_all(ch, q2) == [
         b"quick.orange.rabbit",
         b"lazy.orange.elephant",
@@ -389,8 +376,9 @@ def test_rpc(connect, unique):
     )
 
     # A stale reply with an unknown correlation id must be ignored by the client logic.
-    client.basic_publish("", callback_queue, b"stale",
-                         pika.BasicProperties(correlation_id="not-ours"))
+    client.basic_publish(
+        "", callback_queue, b"stale", pika.BasicProperties(correlation_id="not-ours")
+    )
     requests = {f"{unique}-corr-{n}": n for n in (0, 1, 10, 30)}
     for corr_id, n in requests.items():
         client.basic_publish(

@@ -126,20 +126,19 @@ class DurableStore(LogRecovery):
         if self._closed:
             raise StoreFailed("store is closed")
 
-    def exchange_declared(self, record: ExchangeRecord) -> None:
+    def _append(self, op: tuple[Any, ...]) -> None:
         self._check()
         self._advance()
-        self._pending.append((XDECL, record))
+        self._pending.append(op)
+
+    def exchange_declared(self, record: ExchangeRecord) -> None:
+        self._append((XDECL, record))
 
     def exchange_deleted(self, name: str) -> None:
-        self._check()
-        self._advance()
-        self._pending.append((XDEL, name))
+        self._append((XDEL, name))
 
     def queue_declared(self, record: QueueRecord) -> None:
-        self._check()
-        self._advance()
-        self._pending.append((QDECL, record))
+        self._append((QDECL, record))
 
     def queue_deleted(self, name: str) -> None:
         self._check()
@@ -155,14 +154,10 @@ class DurableStore(LogRecovery):
         self._pending.append((PURGE, queue))
 
     def binding_added(self, record: BindingRecord) -> None:
-        self._check()
-        self._advance()
-        self._pending.append((BIND, record))
+        self._append((BIND, record))
 
     def binding_removed(self, record: BindingRecord) -> None:
-        self._check()
-        self._advance()
-        self._pending.append((UNBIND, record))
+        self._append((UNBIND, record))
 
     def message_published(
         self,

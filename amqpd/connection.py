@@ -53,7 +53,13 @@ from amqpd.wire.frames import (
     FrameError,
     FrameReader,
 )
-from amqpd.wire.methods import MethodSyntaxError, UnknownMethodError, decode_method, encode_method
+from amqpd.wire.methods import (
+    MethodSyntaxError,
+    UnknownMethodError,
+    decode_method,
+    encode_channel_open_ok,
+    encode_method,
+)
 
 if TYPE_CHECKING:
     from amqpd.server import Broker
@@ -391,7 +397,7 @@ class Connection(HandshakeMixin, asyncio.Protocol):
                     f"negotiated channel_max ({self.channel_max})",
                 )
             self.channels[number] = Channel(number, self)
-            self._send_method(number, commands.Channel.OpenOk())
+            self.send(encode_channel_open_ok(number))
             return
         if channel.closing:
             if index == CHANNEL_CLOSE_OK:

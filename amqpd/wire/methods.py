@@ -215,6 +215,12 @@ def encode_access_request_ok(channel: int) -> bytes:
     return frame_head(FRAME_METHOD, channel, 6) + b"\x00\x1e\x00\x0b\x00\x01" + FRAME_END_BYTE
 
 
+def encode_channel_open_ok(channel: int) -> bytes:
+    """channel.open-ok with an empty reserved long string, byte for byte as RabbitMQ sends
+    it (pamqp's default puts "0" there, which clients that skip exactly four bytes misread)."""
+    return frame_head(FRAME_METHOD, channel, 8) + b"\x00\x14\x00\x0b\x00\x00\x00\x00\xce"
+
+
 def encode_confirm(channel: int, delivery_tag: int, multiple: bool, ack: bool = True) -> bytes:
     """basic.ack (or basic.nack) sent to a publisher in confirm mode."""
     method_id = 80 if ack else 120

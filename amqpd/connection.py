@@ -66,6 +66,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("amqpd.connection")
 
+# Seconds a closing connection waits for connection.close-ok (after sending connection.close)
+# or for the client to close its side (after sending close-ok). RabbitMQ waits up to the
+# heartbeat interval or 30 s; a few seconds is enough for any live client.
 CLOSE_OK_TIMEOUT = 3.0
 # Deliveries stop for the rest of a tick once this much output waits for the flush.
 OUTPUT_HIGH_WATER = 1 << 20
@@ -250,7 +253,7 @@ class Connection(HandshakeMixin, asyncio.Protocol):
 
     def _update_reading(self) -> None:
         """Read while no full disk, queue backlog or unprocessed frames say otherwise."""
-        if self.transport is None or self.state == CLOSED:
+        if self.transport is None or self.state == CLOSED or self.state == CLOSING:
             return
         paused = self.blocked or self._flow_queues > 0 or bool(self._unprocessed)
         if paused != self._reading_paused:
@@ -351,10 +354,9 @@ class Connection(HandshakeMixin, asyncio.Protocol):
         if self.state == CLOSING:
             if index == CONNECTION_CLOSE_OK:
                 self._shutdown_transport()
-            elif index == CONNECTION_CLOSE:
+            elif index == CONNECTION_CLOSE:  # the two closes crossed: keep waiting for ours
                 self._send_method(0, commands.Connection.CloseOk())
                 self.flush()
-                self._shutdown_transport()
             return
         expected = _EXPECTED.get(self.state)
         if expected is not None:
@@ -371,7 +373,7 @@ class Connection(HandshakeMixin, asyncio.Protocol):
             self._release_all()
             self._send_method(0, commands.Connection.CloseOk())
             self.flush()
-            self._shutdown_transport()
+            self._linger()
         elif index != CONNECTION_CLOSE_OK:
             raise _hard(CHANNEL_ERROR, "unexpected method in connection state running", index)
 
@@ -466,9 +468,25 @@ class Connection(HandshakeMixin, asyncio.Protocol):
             ),
         )
         self.flush()
+        self._keep_reading_until(CLOSE_OK_TIMEOUT)
+
+    def _linger(self) -> None:
+        """After connection.close-ok, read and discard until the client closes its side, as
+        RabbitMQ does: closing at once would reset a client whose frames are still in flight
+        (it would see ECONNRESET instead of its close completing). Bounded by a timeout."""
+        self.state = CLOSED
+        self._unprocessed = []
+        self._out = []
+        self._keep_reading_until(CLOSE_OK_TIMEOUT)
+
+    def _keep_reading_until(self, timeout: float) -> None:
+        """Closing: read (flow control no longer applies) and drop the socket after `timeout`."""
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_later(CLOSE_OK_TIMEOUT, self._shutdown_transport)
+        self._timer = self._loop.call_later(timeout, self._shutdown_transport)
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
 
     def force_close(self, reason: str) -> None:
         """Close from the broker's side (shutdown), as RabbitMQ's CONNECTION_FORCED."""

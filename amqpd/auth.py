@@ -17,7 +17,7 @@ from pamqp import decode
 from amqpd.config import Config, Permission, User
 from amqpd.core.errors import ACCESS_REFUSED, ChannelError
 
-MECHANISMS = ("AMQPLAIN", "PLAIN")
+MECHANISMS = ("PLAIN", "AMQPLAIN")  # offered in this order, as RabbitMQ does
 
 
 def parse_credentials(mechanism: str, response: bytes) -> tuple[str, str] | None:

@@ -222,6 +222,9 @@ def encode_channel_open_ok(channel: int) -> bytes:
 
 
 def encode_confirm(channel: int, delivery_tag: int, multiple: bool, ack: bool = True) -> bytes:
-    """basic.ack (or basic.nack) sent to a publisher in confirm mode."""
-    method_id = 80 if ack else 120
-    return _ack_frame.pack(FRAME_METHOD, channel, 13, 60, method_id, delivery_tag, multiple, 0xCE)
+    """basic.ack (or basic.nack) sent to a publisher in confirm mode. A nack carries
+    requeue=1, as RabbitMQ's does (its record default), though it means nothing there."""
+    if ack:
+        return _ack_frame.pack(FRAME_METHOD, channel, 13, 60, 80, delivery_tag, multiple, 0xCE)
+    bits = 3 if multiple else 2
+    return _ack_frame.pack(FRAME_METHOD, channel, 13, 60, 120, delivery_tag, bits, 0xCE)

@@ -70,16 +70,17 @@ def frame_fields(raw: bytes) -> list[tuple[str, bytes]]:
     """A frame cut into (name, bytes) pieces: the frame head, then for a method frame its
     class/method ids and each argument (consecutive bits share one octet), else the payload."""
     frame_type, channel, size = struct.unpack_from(">BHI", raw)
-    fields = [("frame", raw[:3]), ("size", raw[3:7]), ("end", raw[-1:])]
+    head = [("frame", raw[:3]), ("end", raw[-1:])]
+    tail = [("size", raw[3:7])]  # last: a wrong size is better explained by the field
     payload = raw[7:-1]
     assert len(payload) == size, f"frame size {size} but {len(payload)} payload bytes"
     if frame_type != constants.FRAME_METHOD:
-        return [*fields, ("payload", payload)]
-    fields.append(("method", payload[:4]))
+        return [*head, ("payload", payload), *tail]
+    fields = [*head, ("method", payload[:4])]
     class_id, method_id = struct.unpack_from(">HH", payload)
     method_class = commands.INDEX_MAPPING.get(class_id << 16 | method_id)
     if method_class is None:  # access.request-ok: pamqp does not know it
-        return [*fields, ("arguments", payload[4:])]
+        return [*fields, ("arguments", payload[4:]), *tail]
     offset, bits = 4, []
     names = list(method_class.__slots__)
     for index, name in enumerate(names):
@@ -100,7 +101,7 @@ def frame_fields(raw: bytes) -> list[tuple[str, bytes]]:
         fields.append((name, payload[offset : offset + width]))
         offset += width
     assert offset == len(payload), f"{len(payload) - offset} trailing bytes in {raw.hex()}"
-    return fields
+    return fields + tail
 
 
 def describe(raw: bytes) -> str:

@@ -1,36 +1,46 @@
-"""One AMQP channel: its state, the channel/exchange/queue methods, and closing it.
+"""One AMQP channel: method dispatch, topology replies, held replies, and its parts.
 
 The connection hands a channel its decoded methods (`handle_method`) and content frames
 (`handle_header`, `handle_body`); the channel calls the vhost for every change and writes
 its replies through the `ChannelHost` (the connection), never a socket. Errors are raised
 as `ChannelError` / `ConnectionError_`; the connection turns them into close methods.
-Publishing lives in `PublishingMixin` (publishing.py), consuming in `ConsumingMixin`
-(consuming.py).
+
+A channel owns small parts, each with its own state: `ContentAssembler` (publish + content
+frames -> message), `Deliveries` (tags, unacked, prefetch windows, settling), `TxBuffer`
+(tx mode) and `Confirms` (confirm mode). Replies that promise durability (topology changes
+of durable things, tx.commit-ok) and confirms wait for the vhost's `Durability`
+(core/durability.py says when they go out), in order: a later reply never overtakes one held.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from pamqp import base, commands
 
-from amqpd.auth import Access
+from amqpd.assembler import ContentAssembler
+from amqpd.channel_host import ChannelHost
 from amqpd.consumer import ChannelConsumer
-from amqpd.consuming import ConsumingMixin, Unacked
+from amqpd.core.arguments import validate_consumer_arguments
+from amqpd.core.durability import READY, WAIT_FIRST, Confirms
 from amqpd.core.errors import (
+    ACCESS_REFUSED,
     COMMAND_INVALID,
+    NOT_ALLOWED,
     NOT_FOUND,
     NOT_IMPLEMENTED,
+    PRECONDITION_FAILED,
     ChannelError,
     ConnectionError_,
+    describe_exchange,
+    describe_queue,
 )
 from amqpd.core.message import Message
-from amqpd.core.naming import generated_queue_name
-from amqpd.core.queue import Queue
-from amqpd.core.vhost import VHost
-from amqpd.publishing import PublishingMixin
+from amqpd.core.naming import generated_consumer_tag, generated_queue_name
+from amqpd.deliveries import Deliveries
+from amqpd.transactions import TxBuffer
 from amqpd.wire.content import body_frames, header_frame
 from amqpd.wire.methods import (
     ACCESS_REQUEST,
@@ -39,8 +49,14 @@ from amqpd.wire.methods import (
     BASIC_PUBLISH,
     BASIC_REJECT,
     encode_access_request_ok,
+    encode_confirm,
+    encode_get_ok,
     encode_method,
 )
+
+__all__ = ["Channel", "ChannelHost"]
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 # Methods whose reply promises a durable change (when the entities involved are durable):
 # topology changes, and tx.commit of persistent messages.
@@ -61,61 +77,25 @@ DURABLE_REPLY_METHODS = frozenset(
 )
 
 
-class ChannelHost(Protocol):
-    """What a channel needs from its connection."""
-
-    vhost: VHost
-    access: Access
-    frame_max: int
-    cancel_notify: bool
-    max_message_size: int
-    writable: bool
-    user: str
-    publisher: bool
-
-    def send(self, data: bytes) -> None: ...
-
-    def send_many(self, pieces: list[bytes], size: int | None = None) -> None: ...
-
-    def request_flush(self, channel: Channel) -> None: ...
-
-    def await_durable(self, channel: Channel) -> None: ...
-
-    def became_publisher(self) -> None: ...
-
-    def throttle(self, queues: list[Queue]) -> None: ...
-
-
-class Channel(PublishingMixin, ConsumingMixin):
+class Channel:
     def __init__(self, number: int, host: ChannelHost) -> None:
         self.number = number
         self.host = host
         self.vhost = host.vhost
         self.access = host.access
+        self.durability = host.vhost.durability
         self.open = True
         self.closing = False  # we sent channel.close and wait for close-ok
         self.consumers: dict[str, ChannelConsumer] = {}
-        self.unacked: dict[int, Unacked] = {}
-        self.next_tag = 1
-        self.prefetch = 0  # for consumers created from now on
-        self.global_prefetch = 0
-        self.confirming = False
-        self.publish_seq = 0  # publishes counted in confirm mode
-        self.confirm_ready = 0  # highest of them that may be acked now
-        self.confirmed = 0  # highest of them acked on the wire
-        self._confirm_waiting: deque[tuple[int, int]] = deque()  # (publish seq, store ticket)
-        self.transactional = False
-        self.tx_actions: list[Callable[[], None]] = []
+        self.deliveries = Deliveries()
+        self.content = ContentAssembler(host.user, host.max_message_size, self._on_content)
+        # The connection feeds content frames straight to the assembler.
+        self.handle_header: Callable[[bytes], None] = self.content.header
+        self.handle_body: Callable[[bytes], None] = self.content.body
+        self.tx = TxBuffer()
+        self.confirms: Confirms | None = None  # set by confirm.select
         self.last_queue = ""
-        self._publish: tuple[str, str, bool] | None = None
-        self._header: bytes = b""
-        self._header_info: Any = None
-        self._body: list[bytes] = []
-        self._body_left = 0
-        self._exchange_rk: dict[tuple[str, str], bytes] = {}  # encoded once per pair
-        self._last_target: Any = None
-        self._last_header = b""
-        self._header_info_cache: Any = None
+        self._last_target: Any = None  # the exchange of the last publish, checked
         self._holding = False  # collecting the replies of a topology method
         self._held_now: list[bytes] = []
         self._held: deque[tuple[int, list[bytes]]] = deque()  # (store ticket, reply frames)
@@ -147,6 +127,8 @@ class Channel(PublishingMixin, ConsumingMixin):
             commands.Confirm.Select.index: self._on_confirm_select,
         }
 
+    # -- output -------------------------------------------------------------------------
+
     def reply(self, method: base.Frame) -> None:
         frame = encode_method(self.number, method)
         if self._holding:
@@ -156,7 +138,7 @@ class Channel(PublishingMixin, ConsumingMixin):
         else:
             self.host.send(frame)
 
-    def _send_with_content(self, method_frame: bytes, message: Message) -> None:
+    def send_with_content(self, method_frame: bytes, message: Message) -> None:
         """A method frame followed by the message's content frames for this channel."""
         number = self.number
         frame_max = self.host.frame_max
@@ -168,6 +150,15 @@ class Channel(PublishingMixin, ConsumingMixin):
             framed = (number, frame_max, content, sum(map(len, content)))
             message.framed = framed
         self.host.send_many([method_frame, *framed[2]], len(method_frame) + framed[3])
+
+    # -- dispatch and durable replies ---------------------------------------------------
+
+    @property
+    def expecting_content(self) -> bool:
+        return self.content.expecting
+
+    def expected_content_text(self) -> str:
+        return self.content.expected_text()
 
     def handle_method(self, index: int, args: Any) -> None:
         handler = self._handlers.get(index)
@@ -187,21 +178,36 @@ class Channel(PublishingMixin, ConsumingMixin):
             self._holding = False
             frames, self._held_now = self._held_now, []  # an error sends none of them
         ticket = store.ticket if store.ticket != before else 0
-        if self._held or ticket > self.vhost.durable_ticket:
+        if self._held or ticket > self.durability.ticket:
             self._held.append((ticket, frames))
-            self.host.await_durable(self)
+            self.durability.wait(self)
         else:
             self.host.send_many(frames)
 
     def durable_advanced(self) -> bool:
         """The store made more durable: send the replies and confirms now due.
         True while the channel still waits for something."""
-        durable = self.vhost.durable_ticket
+        durable = self.durability.ticket
         held = self._held
         while held and held[0][0] <= durable:
             self.host.send_many(held.popleft()[1])
-        confirms_waiting = self._release_confirms()
-        return (confirms_waiting or bool(held)) and self.open
+        confirms = self.confirms
+        waiting = False
+        if confirms is not None:
+            if confirms.advance(durable):
+                self.host.request_flush(self)
+            waiting = confirms.pending
+        return (waiting or bool(held)) and self.open
+
+    def flush_confirms(self) -> None:
+        """Send one ack covering every publish confirmed since the last flush."""
+        confirms = self.confirms
+        if confirms is not None and self.open and not self.closing:
+            ack = confirms.take_ack()
+            if ack is not None:
+                self.host.send(encode_confirm(self.number, ack[0], ack[1]))
+
+    # -- channel, exchange and queue methods --------------------------------------------
 
     def _on_flow(self, args: commands.Channel.Flow) -> None:
         if not args.active:
@@ -326,17 +332,213 @@ class Channel(PublishingMixin, ConsumingMixin):
         if not args.nowait:
             self.reply(commands.Queue.DeleteOk(message_count=count))
 
+    # -- publishing ---------------------------------------------------------------------
+
+    def _on_publish(self, args: tuple[str, str, bool, bool]) -> None:
+        exchange_name, routing_key, mandatory, immediate = args
+        if immediate:
+            raise ConnectionError_(NOT_IMPLEMENTED, "immediate=true", BASIC_PUBLISH)
+        self.content.start(exchange_name, routing_key, mandatory)
+        if not self.host.publisher:
+            self.host.became_publisher()
+
+    def _on_content(self, message: Message, mandatory: bool) -> None:
+        """A publish is complete: route it now, or at tx.commit."""
+        exchange = self._publish_target(message.exchange)
+        if self.tx.active:
+            self.tx.add(lambda: self._route(exchange, message, mandatory))
+            return
+        self._route(exchange, message, mandatory)
+
+    def _publish_target(self, exchange_name: str) -> Any:
+        last = self._last_target
+        if last is not None and last.name == exchange_name and not last.deleted:
+            return last  # checked already: publishers mostly repeat their exchange
+        self.access.check("write", "exchange", exchange_name or "amq.default")
+        exchange = self.vhost.exchanges.get(exchange_name)
+        if exchange is None:
+            raise ChannelError(NOT_FOUND, f"no {describe_exchange(exchange_name, self.vhost.name)}")
+        if exchange.internal:
+            raise ChannelError(
+                ACCESS_REFUSED,
+                f"cannot publish to internal {describe_exchange(exchange_name, self.vhost.name)}",
+            )
+        self._last_target = exchange
+        return exchange
+
+    def _route(self, exchange: Any, message: Message, mandatory: bool) -> None:
+        queues, ticket = self.vhost.publish(exchange, message)
+        if not queues:
+            if mandatory:
+                self._return(message, 312, "NO_ROUTE")
+        elif queues[0].backlogged or len(queues) > 1:
+            backlogged = [queue for queue in queues if queue.backlogged]
+            if backlogged:
+                self.host.throttle(backlogged)
+        confirms = self.confirms
+        if confirms is not None:
+            durability = self.durability
+            state = confirms.insert(ticket, durability.ticket)
+            if state == READY:
+                self.host.request_flush(self)
+            elif state == WAIT_FIRST:
+                durability.wait(self)
+
+    def _return(self, message: Message, code: int, text: str) -> None:
+        self.send_with_content(
+            encode_method(
+                self.number,
+                commands.Basic.Return(
+                    reply_code=code,
+                    reply_text=text,
+                    exchange=message.exchange,
+                    routing_key=message.routing_key,
+                ),
+            ),
+            message,
+        )
+
+    def _on_confirm_select(self, args: commands.Confirm.Select) -> None:
+        if self.tx.active:
+            raise ChannelError(PRECONDITION_FAILED, "cannot switch from tx to confirm mode")
+        if self.confirms is None:
+            self.confirms = Confirms()
+        if not args.nowait:
+            self.reply(commands.Confirm.SelectOk())
+
+    def _on_tx_select(self, args: commands.Tx.Select) -> None:
+        if self.confirms is not None:
+            raise ChannelError(PRECONDITION_FAILED, "cannot switch from confirm to tx mode")
+        self.tx.select()
+        self.reply(commands.Tx.SelectOk())
+
+    def _on_tx_commit(self, args: commands.Tx.Commit) -> None:
+        self.tx.commit()
+        self.reply(commands.Tx.CommitOk())
+
+    def _on_tx_rollback(self, args: commands.Tx.Rollback) -> None:
+        self.tx.rollback()  # publishes dropped; acks never taken, so still unacked
+        self.reply(commands.Tx.RollbackOk())
+
+    # -- consuming ----------------------------------------------------------------------
+
+    def _on_qos(self, args: commands.Basic.Qos) -> None:
+        if args.prefetch_size:
+            raise ConnectionError_(NOT_IMPLEMENTED, f"prefetch_size!=0 ({args.prefetch_size})")
+        self.deliveries.qos(args.prefetch_count, args.global_)
+        self.reply(commands.Basic.QosOk())
+        self.kick_consumers()
+
+    def _on_consume(self, args: commands.Basic.Consume) -> None:
+        if args.queue == DIRECT_REPLY_TO and not args.no_ack:
+            raise ChannelError(PRECONDITION_FAILED, "reply consumer cannot acknowledge")
+        name = self._queue_name(args.queue)
+        self.access.check("read", "queue", name)
+        queue = self.vhost.queue(name, self.host)
+        validate_consumer_arguments(queue.name, self.vhost.name, args.arguments or {})
+        tag = args.consumer_tag or generated_consumer_tag()
+        if tag in self.consumers:
+            raise ConnectionError_(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'")
+        if queue.has_exclusive_consumer() or (args.exclusive and queue.consumers):
+            raise ChannelError(
+                ACCESS_REFUSED, f"{describe_queue(queue.name, queue.vhost)} in exclusive use"
+            )
+        consumer = ChannelConsumer(
+            tag,
+            queue,
+            self,
+            self.deliveries,
+            no_ack=args.no_ack,
+            exclusive=args.exclusive,
+            prefetch=self.deliveries.prefetch,
+        )
+        self.consumers[tag] = consumer
+        if not args.nowait:
+            self.reply(commands.Basic.ConsumeOk(consumer_tag=tag))
+        queue.add_consumer(consumer)
+
+    def _on_cancel(self, args: commands.Basic.Cancel) -> None:
+        consumer = self.consumers.pop(args.consumer_tag, None)
+        if consumer is not None:
+            self._detach(consumer)
+        if not args.nowait:
+            self.reply(commands.Basic.CancelOk(consumer_tag=args.consumer_tag))
+
+    def _detach(self, consumer: ChannelConsumer) -> None:
+        consumer.attached = False
+        queue = consumer.queue
+        queue.remove_consumer(consumer)
+        self.vhost.consumer_removed(queue)
+
+    def consumer_queue_deleted(self, consumer: ChannelConsumer) -> None:
+        """The queue went away under a consumer: drop it, tell the client if it listens."""
+        if self.consumers.pop(consumer.tag, None) is None:
+            return
+        consumer.attached = False
+        if self.host.cancel_notify and not self.closing:
+            self.reply(commands.Basic.Cancel(consumer_tag=consumer.tag, nowait=True))
+
+    def kick_consumers(self) -> None:
+        for consumer in self.consumers.values():
+            consumer.queue.kick()
+
+    def _on_get(self, args: commands.Basic.Get) -> None:
+        name = self._queue_name(args.queue)
+        self.access.check("read", "queue", name)
+        queue = self.vhost.queue(name, self.host)
+        entry = queue.take()
+        if entry is None:
+            self.reply(commands.Basic.GetEmpty())
+            return
+        seq, message, redelivered = entry
+        tag = self.deliveries.got(queue, seq, message, redelivered, args.no_ack)
+        self.send_with_content(
+            encode_get_ok(self.number, tag, redelivered, message.exchange_rk, len(queue.messages)),
+            message,
+        )
+
+    def _settle(self, tag: int, multiple: bool, requeue: bool) -> None:
+        if self.tx.active:
+            self.deliveries.check_known(tag, multiple)
+            self.tx.add(lambda: self._settle_now(tag, multiple, requeue))
+            return
+        if self.deliveries.settle(tag, multiple, requeue):
+            self.kick_consumers()
+
+    def _settle_now(self, tag: int, multiple: bool, requeue: bool) -> None:
+        if self.deliveries.settle(tag, multiple, requeue):
+            self.kick_consumers()
+
+    def _on_ack(self, args: tuple[int, bool]) -> None:
+        tag, multiple = args
+        self._settle(tag, multiple, False)
+
+    def _on_reject(self, args: tuple[int, bool]) -> None:
+        tag, requeue = args
+        self._settle(tag, False, requeue)
+
+    def _on_nack(self, args: tuple[int, bool, bool]) -> None:
+        tag, multiple, requeue = args
+        self._settle(tag, multiple, requeue)
+
+    def _on_recover(self, args: commands.Basic.Recover) -> None:
+        if not args.requeue:
+            raise ConnectionError_(NOT_IMPLEMENTED, "requeue=false")
+        if self.deliveries.recover():
+            self.kick_consumers()
+        if isinstance(args, commands.Basic.Recover):
+            self.reply(commands.Basic.RecoverOk())
+
+    # -- closing ------------------------------------------------------------------------
+
     def release(self) -> None:
         """The channel is gone (closed, errored, connection lost): return what it held."""
         if not self.open:
             return
         self.open = False
-        self._reset_content()
+        self.content.reset()
         for consumer in list(self.consumers.values()):
             self._detach(consumer)
         self.consumers.clear()
-        self.tx_actions = []
-        entries = list(self.unacked.values())
-        self.unacked.clear()
-        if entries:
-            self._requeue(entries)
+        self.tx.clear()
+        self.deliveries.release()

@@ -228,9 +228,6 @@ class Connection(HandshakeMixin, asyncio.Protocol):
             self._flush_requested = True
             self.broker.scheduler.flush(self)
 
-    def await_durable(self, channel: Channel) -> None:
-        self.broker.await_durable(channel)
-
     def became_publisher(self) -> None:
         self.publisher = True
         if self.broker.disk_full:

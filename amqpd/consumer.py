@@ -1,20 +1,33 @@
 """A consumer as a channel sees it: the core's `Consumer` protocol bound to one channel.
 
 `ready()` is the prefetch gate the dispatcher asks before every delivery: the channel must
-be deliverable (not closing, its connection writable) and, for manual acks, both the consumer's
-own window and the channel's global window must have room.
+be deliverable (not closing, its connection writable) and, for manual acks, both the
+consumer's own window and the channel's global window (its `Deliveries`) must have room.
+`deliver` tags the delivery in the channel's `Deliveries` and sends basic.deliver with the
+content through the channel. The channel is seen through `ConsumerChannel`, no import.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from amqpd.channel_host import ChannelHost
 from amqpd.core.message import Message
 from amqpd.core.queue import Queue
+from amqpd.deliveries import Deliveries
 from amqpd.wire.methods import deliver_parts, pack_tag_bits, shortstr
 
-if TYPE_CHECKING:
-    from amqpd.channel import Channel
+
+class ConsumerChannel(Protocol):
+    """What a consumer needs of its channel."""
+
+    number: int
+    closing: bool
+    host: ChannelHost
+
+    def send_with_content(self, method_frame: bytes, message: Message) -> None: ...
+
+    def consumer_queue_deleted(self, consumer: ChannelConsumer) -> None: ...
 
 
 class ChannelConsumer:
@@ -23,10 +36,12 @@ class ChannelConsumer:
         "tag_sstr",
         "queue",
         "channel",
+        "deliveries",
         "no_ack",
         "exclusive",
         "prefetch",
         "unacked",
+        "attached",
         "_deliver_parts",
     )
 
@@ -34,7 +49,8 @@ class ChannelConsumer:
         self,
         tag: str,
         queue: Queue,
-        channel: Channel,
+        channel: ConsumerChannel,
+        deliveries: Deliveries,
         *,
         no_ack: bool,
         exclusive: bool,
@@ -44,10 +60,12 @@ class ChannelConsumer:
         self.tag_sstr = shortstr(tag)
         self.queue = queue
         self.channel = channel
+        self.deliveries = deliveries
         self.no_ack = no_ack
         self.exclusive = exclusive
         self.prefetch = prefetch
-        self.unacked = 0
+        self.unacked = 0  # deliveries not yet settled: the prefetch window's fill
+        self.attached = True  # until cancelled, its queue deleted or its channel closed
         self._deliver_parts: dict[bytes, tuple[bytes, bytes]] = {}  # by exchange_rk
 
     def ready(self) -> bool:
@@ -58,8 +76,9 @@ class ChannelConsumer:
             return True
         if self.prefetch and self.unacked >= self.prefetch:
             return False
-        limit = channel.global_prefetch
-        return not limit or len(channel.unacked) < limit
+        deliveries = self.deliveries
+        limit = deliveries.global_prefetch
+        return not limit or len(deliveries.unacked) < limit
 
     def deliver_frame(self, tag: int, redelivered: bool, exchange_rk: bytes) -> bytes:
         """This consumer's basic.deliver frame for one delivery."""
@@ -71,7 +90,10 @@ class ChannelConsumer:
         return parts[0] + pack_tag_bits(tag, redelivered) + parts[1]
 
     def deliver(self, queue: Queue, seq: int, message: Message, redelivered: bool) -> None:
-        self.channel.deliver(self, queue, seq, message, redelivered)
+        tag = self.deliveries.delivered(self, queue, seq, message, redelivered)
+        self.channel.send_with_content(
+            self.deliver_frame(tag, redelivered, message.exchange_rk), message
+        )
 
     def queue_deleted(self, queue: Queue) -> None:
         self.channel.consumer_queue_deleted(self)

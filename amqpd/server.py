@@ -20,7 +20,6 @@ from urllib.parse import quote
 
 import uvloop
 
-from amqpd.channel import Channel
 from amqpd.config import Config
 from amqpd.connection import Connection
 from amqpd.core.restore import restore
@@ -46,7 +45,6 @@ class Broker:
         self.fatal: BaseException | None = None
         self.disk_full = False
         self.stopping = asyncio.Event()
-        self._confirm_waiters: dict[str, set[Channel]] = {}
 
     def open_vhosts(self) -> None:
         """Create each vhost and restore it from its log (raises StoreFailed)."""
@@ -63,11 +61,10 @@ class Broker:
             restore(vhost, recovered)
             store.on_pending = lambda store=store: self.scheduler.flush_store(store)
             store.on_durable = lambda ticket, vhost=vhost: self.loop.call_soon_threadsafe(
-                self._durable, vhost, ticket
+                vhost.durability.advance, ticket
             )
             store.on_fatal = lambda error: self.loop.call_soon_threadsafe(self._fail, error)
             self.vhosts[name] = vhost
-            self._confirm_waiters[name] = set()
             messages = sum(len(queue.messages) for queue in vhost.queues.values())
             log.info(
                 "vhost %s: recovered %d queues, %d messages in %.3fs%s",
@@ -89,19 +86,6 @@ class Broker:
                 store.close()
             except StoreFailed as error:
                 log.error("store close failed: %s", error)
-
-    # -- publisher confirms for persistent messages ----------------------------------
-
-    def await_durable(self, channel: Channel) -> None:
-        self._confirm_waiters[channel.vhost.name].add(channel)
-
-    def _durable(self, vhost: VHost, ticket: int) -> None:
-        if ticket > vhost.durable_ticket:
-            vhost.durable_ticket = ticket
-        waiters = self._confirm_waiters[vhost.name]
-        for channel in list(waiters):
-            if not channel.durable_advanced():
-                waiters.discard(channel)
 
     async def watch_disk(self, interval: float = 0.5) -> None:
         """Block publishing connections while any store cannot write for lack of space."""

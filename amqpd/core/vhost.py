@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from amqpd.core.arguments import validate_exchange_arguments, validate_queue_arguments
+from amqpd.core.durability import Durability
 from amqpd.core.equivalence import (
     EXCHANGE_ARGUMENTS_CHECKED,
     QUEUE_ARGUMENTS_CHECKED,
@@ -59,7 +60,7 @@ class VHost:
         self._schedule = schedule or (lambda queue: queue.dispatch())
         self.store = store
         self.next_message_id = 1
-        self.durable_ticket = 0  # the store has made everything up to this ticket durable
+        self.durability = Durability()  # the store's durable ticket and who waits for it
         self.exchanges[""] = EXCHANGE_TYPES["direct"]("", name, durable=True)
         for exchange_name, type_name in DEFAULT_EXCHANGES:
             self.exchanges[exchange_name] = EXCHANGE_TYPES[type_name](

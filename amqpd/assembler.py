@@ -1,0 +1,131 @@
+"""Content assembly: basic.publish + content header + body frames -> one `Message`.
+
+`ContentAssembler` follows one channel's publish in progress. `start` takes the
+basic.publish arguments, `header` and `body` the content frames; when the body is complete
+it calls `on_message(message, mandatory)`. Frames out of order raise `ConnectionError_`
+(505 UNEXPECTED_FRAME, RabbitMQ's texts); a user_id that is not the authenticated user or a
+body larger than `max_message_size` raise `ChannelError` (406) and drop the content.
+Like RabbitMQ, a body longer than announced never completes: the next method frame is the
+error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from amqpd.core.errors import PRECONDITION_FAILED, UNEXPECTED_FRAME, ChannelError, ConnectionError_
+from amqpd.core.message import Message
+from amqpd.wire.content import ContentHeaderError, peek_header
+from amqpd.wire.methods import BASIC_PUBLISH, shortstr
+
+NO_METHOD = "expected method frame, got non method frame instead"
+EXCHANGE_RK_CACHE = 1024  # (exchange, routing key) pairs whose encoding is kept
+
+
+class ContentAssembler:
+    def __init__(
+        self, user: str, max_message_size: int, on_message: Callable[[Message, bool], None]
+    ) -> None:
+        self.user = user
+        self.max_message_size = max_message_size
+        self.on_message = on_message
+        self.expecting = False  # a basic.publish waits for its content
+        self.mandatory = False
+        self._exchange = ""
+        self._routing_key = ""
+        self._header = b""
+        self._header_info: Any = None  # what the header of the publish in progress says
+        self._body: list[bytes] = []
+        self._body_left = 0
+        self._exchange_rk: dict[tuple[str, str], bytes] = {}  # encoded once per pair
+        self._last_header = b""  # the last content header parsed, and what it said
+        self._last_info: Any = None
+
+    def start(self, exchange: str, routing_key: str, mandatory: bool) -> None:
+        """basic.publish arrived: its content frames come next."""
+        self._exchange = exchange
+        self._routing_key = routing_key
+        self.mandatory = mandatory
+        self.expecting = True
+
+    def expected_text(self) -> str:
+        """What RabbitMQ says when a frame other than the expected content frame arrives."""
+        if self._header_info is None:
+            return "expected content header for class 60, got non content header frame instead"
+        return "expected content body, got non content body frame instead"
+
+    def reset(self) -> None:
+        """Drop the publish in progress (channel closed or errored)."""
+        self.expecting = False
+        self._header_info = None
+        self._body = []
+
+    def header(self, payload: bytes) -> None:
+        if not self.expecting:
+            raise ConnectionError_(UNEXPECTED_FRAME, NO_METHOD)
+        if self._header_info is not None:
+            raise ConnectionError_(UNEXPECTED_FRAME, self.expected_text(), BASIC_PUBLISH)
+        try:
+            if payload == self._last_header:  # same properties as the last publish
+                info = self._last_info
+            else:
+                info = peek_header(payload)
+                self._last_header, self._last_info = payload, info
+        except ContentHeaderError:
+            raise ConnectionError_(
+                UNEXPECTED_FRAME, self.expected_text(), BASIC_PUBLISH
+            ) from None
+        if info.class_id != 60:
+            raise ConnectionError_(
+                UNEXPECTED_FRAME,
+                f"expected content header for class 60, got one for class {info.class_id} instead",
+                BASIC_PUBLISH,
+            )
+        if info.weight:
+            raise ConnectionError_(UNEXPECTED_FRAME, self.expected_text(), BASIC_PUBLISH)
+        self._header = payload
+        self._header_info = info
+        self._body_left = info.body_size
+        if info.user_id is not None and info.user_id != self.user:
+            self.reset()
+            raise ChannelError(
+                PRECONDITION_FAILED,
+                f"user_id property set to '{info.user_id}' but authenticated user was "
+                f"'{self.user}'",
+            )
+        if info.body_size > self.max_message_size:
+            self.reset()
+            raise ChannelError(
+                PRECONDITION_FAILED,
+                f"message size {info.body_size} is larger than configured max size "
+                f"{self.max_message_size}",
+            )
+        if info.body_size == 0:
+            self._complete()
+
+    def body(self, payload: bytes) -> None:
+        if self._header_info is None:
+            if not self.expecting:
+                raise ConnectionError_(UNEXPECTED_FRAME, NO_METHOD)
+            raise ConnectionError_(UNEXPECTED_FRAME, self.expected_text(), BASIC_PUBLISH)
+        self._body.append(payload)
+        self._body_left -= len(payload)
+        if self._body_left == 0:
+            self._complete()
+
+    def _complete(self) -> None:
+        exchange, routing_key = self._exchange, self._routing_key
+        body_parts = self._body
+        body = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
+        key = (exchange, routing_key)
+        exchange_rk = self._exchange_rk.get(key)
+        if exchange_rk is None:
+            if len(self._exchange_rk) > EXCHANGE_RK_CACHE:
+                self._exchange_rk.clear()
+            exchange_rk = self._exchange_rk[key] = shortstr(exchange) + shortstr(routing_key)
+        message = Message(exchange, routing_key, self._header, self._header_info, body, exchange_rk)
+        self.expecting = False
+        self._header_info = None
+        self._body = []
+        self.on_message(message, self.mandatory)

@@ -1,0 +1,98 @@
+"""When does a reply that promises durability go out? This file answers it.
+
+Every store append returns a ticket; the store later reports (`Durability.advance`) that
+everything up to some ticket is durable. A vhost's `Durability` keeps that durable ticket
+and the waiters (channels) holding replies or publisher confirms for later tickets; each
+advance asks every waiter to release what is now due. A channel's `Confirms` counts its
+publishes in confirm mode with the ticket each one needs, releases them strictly in publish
+order (a publish never overtakes an earlier one still waiting), and hands out one basic.ack
+(multiple when it covers more than one publish) per flush. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Protocol
+
+READY = 0  # Confirms.insert: may be acked at the next flush
+WAIT_FIRST = 1  # waits for the store, and is the first to: start waiting for advances
+WAIT = 2  # waits behind an earlier publish
+
+
+class DurableWaiter(Protocol):
+    def durable_advanced(self) -> bool:
+        """The durable ticket moved: release what is due; True while still waiting."""
+        ...
+
+
+class Durability:
+    """One vhost's durable ticket and the waiters for later ones."""
+
+    def __init__(self) -> None:
+        self.ticket = 0  # the store has made everything up to this ticket durable
+        self._waiters: set[DurableWaiter] = set()
+
+    def wait(self, waiter: DurableWaiter) -> None:
+        """Call `waiter.durable_advanced()` on every advance until it returns False."""
+        self._waiters.add(waiter)
+
+    def advance(self, ticket: int) -> None:
+        """The store reports everything up to `ticket` durable."""
+        if ticket > self.ticket:
+            self.ticket = ticket
+        waiters = self._waiters
+        for waiter in list(waiters):
+            if not waiter.durable_advanced():
+                waiters.discard(waiter)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+
+class Confirms:
+    """Publisher confirms of one channel: sequence numbers, their tickets, what to ack."""
+
+    __slots__ = ("seq", "ready", "sent", "_waiting")
+
+    def __init__(self) -> None:
+        self.seq = 0  # publishes counted in confirm mode (the client's delivery tags)
+        self.ready = 0  # highest of them that may be acked now
+        self.sent = 0  # highest of them acked on the wire
+        self._waiting: deque[tuple[int, int]] = deque()  # (publish seq, store ticket)
+
+    def insert(self, ticket: int, durable: int) -> int:
+        """Count a publish whose ack needs store `ticket` durable (0: nothing stored),
+        `durable` being the current durable ticket. Returns READY, WAIT_FIRST or WAIT."""
+        seq = self.seq = self.seq + 1
+        waiting = self._waiting
+        if waiting or ticket > durable:
+            waiting.append((seq, ticket))
+            return WAIT if len(waiting) > 1 else WAIT_FIRST
+        self.ready = seq
+        return READY
+
+    def advance(self, durable: int) -> bool:
+        """The durable ticket is now `durable`: True if more publishes may be acked."""
+        waiting = self._waiting
+        ready = self.ready
+        while waiting and waiting[0][1] <= durable:
+            ready = waiting.popleft()[0]
+        if ready != self.ready:
+            self.ready = ready
+            return True
+        return False
+
+    @property
+    def pending(self) -> bool:
+        """Some publish still waits for the store."""
+        return bool(self._waiting)
+
+    def take_ack(self) -> tuple[int, bool] | None:
+        """The one ack to send now, as (delivery tag, multiple), or None."""
+        upto = self.ready
+        if upto <= self.sent:
+            return None
+        multiple = upto - self.sent > 1
+        self.sent = upto
+        return upto, multiple

@@ -344,7 +344,9 @@ class Channel:
 
     def _on_content(self, message: Message, mandatory: bool) -> None:
         """A publish is complete: route it now, or at tx.commit."""
-        exchange = self._publish_target(message.exchange)
+        exchange = self._last_target
+        if exchange is None or exchange.name != message.exchange or exchange.deleted:
+            exchange = self._publish_target(message.exchange)  # publishers mostly repeat it
         if self.tx.active:
             self.tx.add(lambda: self._route(exchange, message, mandatory))
             return

@@ -460,7 +460,7 @@ class Channel:
         queue.add_consumer(consumer)
 
     def _on_cancel(self, args: commands.Basic.Cancel) -> None:
-        consumer = self.consumers.pop(args.consumer_tag, None)
+        consumer = self.consumers.pop(args.consumer_tag or "", None)
         if consumer is not None:
             self._detach(consumer)
         if not args.nowait:

@@ -4,6 +4,8 @@ per-vhost durability ticket."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pamqp import commands, frame, header
 
@@ -19,7 +21,7 @@ from amqpd.wire.content import peek_header
 # -- content assembler -------------------------------------------------------------------
 
 
-def header_payload(size: int, class_id: int = 60, **properties: object) -> bytes:
+def header_payload(size: int, class_id: int = 60, **properties: Any) -> bytes:
     content = header.ContentHeader(0, size, commands.Basic.Properties(**properties))
     data = frame.marshal(content, 1)
     payload = data[7:-1]

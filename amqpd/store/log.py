@@ -27,9 +27,15 @@ Contract (see also the ``Store`` protocol in ``amqpd.store``):
 - ``recover()`` replays all segments, cuts a torn tail off the last one, skips and counts
   corrupt records, never raises on bad data, and starts a fresh head segment.
 
-This module holds the event-loop API and the writer thread; the layers below it are
-``index`` (in-memory bookkeeping), ``writes`` (records scheduled and written at the head),
-``reclaim`` (segment deletion and compaction) and ``recovery`` (replay of the files).
+- ``close()`` returns within ``CLOSE_TIMEOUT`` seconds whatever the writer is doing: a
+  reclaim in progress is abandoned between segments (the log is left as a crash there would
+  leave it, which recovery handles).
+- The directory is created 0700 and every file in it 0600.
+
+This module holds the event-loop API and the writer thread. It owns, by composition: the
+``LogIndex`` (``index``: what the log means), the ``LogHead`` (``head``: records scheduled and
+written at the head segment), the ``Reclaimer`` (``reclaim``: segment deletion and compaction)
+and calls ``recovery.replay`` once at start.
 """
 
 from __future__ import annotations
@@ -44,10 +50,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from amqpd.store.reclaim import IDLE_RECLAIM_DELAY
-from amqpd.store.records import BindingRecord, ExchangeRecord, QueueRecord, Recovered
-from amqpd.store.recovery import LogRecovery
-from amqpd.store.writes import (
+from amqpd.store.head import (
     BIND,
     DELIVER,
     PUB,
@@ -58,18 +61,25 @@ from amqpd.store.writes import (
     UNBIND,
     XDECL,
     XDEL,
+    LogHead,
 )
+from amqpd.store.index import LogIndex
+from amqpd.store.reclaim import IDLE_RECLAIM_DELAY, Reclaimer
+from amqpd.store.records import BindingRecord, ExchangeRecord, QueueRecord, Recovered
+from amqpd.store.recovery import replay
 
 log = logging.getLogger("amqpd.store")
 
 FSYNC_POLICIES = ("always", "interval", "never")
+# close() waits at most this long for the writer thread (seconds)
+CLOSE_TIMEOUT = 5.0
 
 
 class StoreFailed(Exception):
     """The store hit an unrecoverable I/O error; nothing more is persisted."""
 
 
-class DurableStore(LogRecovery):
+class DurableStore:
     """The log-structured store; see the module docstring for the contract."""
 
     def __init__(
@@ -83,8 +93,16 @@ class DurableStore(LogRecovery):
     ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, not {fsync!r}")
-        # the writer's index, head segment, reclaim and recovery state (sets disk_full)
-        super().__init__(directory, segment_bytes, compact_ratio)
+        self.directory = Path(directory)
+        # the writer's parts: only the writer thread touches them once recover() returned
+        self._index = LogIndex()
+        self._head = LogHead(self.directory, segment_bytes, self._index)
+        self._reclaim = Reclaimer(
+            self._index, self._head, compact_ratio, stop=lambda: self._closing
+        )
+        self._corrupt = 0
+        self._truncated = 0
+        self._quarantined: list[Path] = []
         self.fsync = fsync
         self._interval = max(0, fsync_interval_ms) / 1000.0
         self.on_durable: Callable[[int], None] | None = None
@@ -114,6 +132,7 @@ class DurableStore(LogRecovery):
         self._failed: BaseException | None = None
         self._thread: threading.Thread | None = None
         # writer side
+        self._batches = 0
         self._stuck_ticket = 0
         self._durable_ticket = 0
         self._idle_at: float | None = None  # when to look for dead space if nothing comes
@@ -271,40 +290,54 @@ class DurableStore(LogRecovery):
             self._handoff_ticket = self._flushed_ticket
             self._cond.notify()
 
+    @property
+    def disk_full(self) -> bool:
+        """The last write hit ENOSPC; it is retried every second."""
+        return self._head.disk_full
+
     def close(self) -> None:
+        """Write what was handed over, sync, stop the writer; bounded by ``CLOSE_TIMEOUT``."""
         if self._closed:
             return
-        if self._thread is not None:
+        thread = self._thread
+        if thread is not None:
             if self._failed is None:
                 self.flush()
             with self._cond:
                 self._closing = True
                 self._cond.notify()
-            self._thread.join()
+            thread.join(CLOSE_TIMEOUT)
         self._closed = True
         self._ok = False
-        for seg in self._segs.values():
-            if seg.fd >= 0:
-                os.close(seg.fd)
-                seg.fd = -1
+        if thread is not None and thread.is_alive():
+            # stuck in the kernel (a hung disk): leave its files to it, as a crash would
+            log.error("store writer did not stop within %.0fs; leaving it behind", CLOSE_TIMEOUT)
+            return
+        self._head.close_files()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
 
     def stats(self) -> dict[str, int | bool]:
+        head = self._head
+        reclaim = self._reclaim
         return {
-            "live_messages": len(self._loc),
-            "segments": len(self._segs),
-            "bytes_on_disk": self._disk_bytes,
-            "corrupt_records": self._corrupt,
+            "live_messages": len(self._index.loc),
+            "segments": len(self._index.segs),
+            "bytes_on_disk": head.disk_bytes,
+            "corrupt_records": self._corrupt + reclaim.corrupt,
             "truncated_bytes": self._truncated,
+            "quarantined_segments": len(self._quarantined),
             "batches": self._batches,
-            "fsyncs": self._fsyncs,
-            "compactions": self._compactions,
-            "segments_deleted": self._deleted,
-            "head_rotations": self._head_rotations,
+            "fsyncs": head.fsyncs,
+            "compactions": reclaim.compactions,
+            "segments_deleted": reclaim.deleted,
+            "head_rotations": reclaim.head_rotations,
+            "appended_bytes": head.appended,
+            "rewritten_bytes": reclaim.rewritten,
+            "rewrite_allowance": reclaim.allowance,
             "durable_ticket": self._durable_ticket,
-            "disk_full": self.disk_full,
+            "disk_full": head.disk_full,
             "failed": self._failed is not None,
         }
 
@@ -329,10 +362,12 @@ class DurableStore(LogRecovery):
                 log.exception("on_fatal hook raised")
 
     def _loop(self) -> None:
+        head = self._head
+        reclaim = self._reclaim
         while True:
             chunks: list[list[Any]] = []
             with self._cond:
-                if self._writes:  # stuck on a full disk
+                if head.pending:  # stuck on a full disk
                     if not self._closing:
                         self._cond.wait(1.0)
                     closing = self._closing
@@ -347,34 +382,33 @@ class DurableStore(LogRecovery):
                     if self._pending_msgs:
                         self._pending_msgs = {}
                     closing = self._closing and not chunks
-            if self._writes:
-                self._reclaim(deleting_only=True)
-                if self._run_writes():
-                    self.disk_full = False
+            if head.pending:
+                reclaim.reclaim(deleting_only=True)
+                if head.run_writes():
+                    head.disk_full = False
                     log.warning("disk space available again; store writes resumed")
-                    self._after_writes(self._stuck_ticket, True)
+                    self._after_writes(self._stuck_ticket)
                     self._idle_at = time.monotonic() + IDLE_RECLAIM_DELAY
                 elif closing:
                     log.error("closing with a full disk: unwritten records are lost")
                     return
                 continue
             if chunks:
-                self._apply_all(chunks)
-                self._end_buf()
-                if self._run_writes():
-                    self._after_writes(ticket, True)
+                head.apply_all(chunks)
+                if head.run_writes():
+                    self._after_writes(ticket)
                 else:
                     self._stuck_ticket = ticket
                 self._idle_at = time.monotonic() + IDLE_RECLAIM_DELAY
                 continue
             due = self._sync_due_in()
-            if self._dirty and (closing or (due is not None and due <= 0)):
-                self._sync()
+            if head.dirty and (closing or (due is not None and due <= 0)):
+                head.sync()
             if closing:
                 return
             if self._idle_at is not None and time.monotonic() >= self._idle_at:
                 self._idle_at = None  # nothing came for a while: retire a mostly-dead head
-                self._reclaim(idle=True)
+                reclaim.reclaim(idle=True)
 
     def _wake_in(self) -> float | None:
         """Seconds until the idle writer has something to do by itself (None: nothing)."""
@@ -386,9 +420,9 @@ class DurableStore(LogRecovery):
         return due
 
     def _sync_due_in(self) -> float | None:
-        if self.fsync != "interval" or not self._dirty:
+        if self.fsync != "interval" or not self._head.dirty:
             return None
-        return self._last_sync + self._interval - time.monotonic()
+        return self._head.last_sync + self._interval - time.monotonic()
 
     def _durable(self, ticket: int) -> None:
         if ticket <= self._durable_ticket:
@@ -401,18 +435,17 @@ class DurableStore(LogRecovery):
             except Exception:
                 log.exception("on_durable hook raised")
 
-    def _after_writes(self, ticket: int, reclaim: bool) -> None:
-        if self._wrote:
+    def _after_writes(self, ticket: int) -> None:
+        head = self._head
+        if head.wrote:
             self._batches += 1
-            self._dirty = True
             if self.fsync == "always":
-                self._sync()
+                head.sync()
             elif self.fsync == "interval":
-                if time.monotonic() - self._last_sync >= self._interval:
-                    self._sync()
+                if time.monotonic() - head.last_sync >= self._interval:
+                    head.sync()
         self._durable(ticket)
-        if reclaim:
-            self._reclaim()
+        self._reclaim.reclaim()
 
     # ---------------------------------------------------------------------- recovery
 
@@ -431,40 +464,48 @@ class DurableStore(LogRecovery):
 
     def _recover(self) -> Recovered:
         started = time.perf_counter()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(self._lock_fd)
             self._lock_fd = -1
             raise StoreFailed(f"{self.directory} is in use by another store") from exc
-        messages, next_id, found = self._replay_segments()
+        index = self._index
+        head = self._head
+        found = replay(self.directory, index)
+        self._corrupt = found.corrupt
+        self._truncated = found.truncated
+        self._quarantined = found.quarantined
+        head.next_number = found.next_number
+        head.disk_bytes = sum(s.written for s in index.segs.values())
+        self._reclaim.recovered(head.disk_bytes)
         # a fresh head that starts with a complete topology snapshot
-        self._rotate()
-        if not self._run_writes():
+        head.rotate()
+        if not head.run_writes():
             raise StoreFailed(f"no space left in {self.directory} to start a segment")
-        self._last_sync = time.monotonic()  # the new head was created synced
-        self._reclaim(deleting_only=True)
+        head.last_sync = time.monotonic()  # the new head was created synced
+        self._reclaim.reclaim(deleting_only=True)
         self._idle_at = time.monotonic() + IDLE_RECLAIM_DELAY  # the old head may be all dead
         self._thread = threading.Thread(target=self._run, name="amqpd-store-writer", daemon=True)
         self._thread.start()
         seconds = time.perf_counter() - started
-        live = sum(len(v) for v in messages.values())
+        live = sum(len(v) for v in found.messages.values())
         log.info(
             "store recovered %d messages in %d queues from %d segments in %.3fs",
             live,
-            len(messages),
-            found,
+            len(found.messages),
+            found.files,
             seconds,
         )
         return Recovered(
-            exchanges=list(self._exchanges.values()),
-            queues=list(self._queues.values()),
-            bindings=list(self._bindings.values()),
-            messages=messages,
-            next_message_id=next_id,
-            corrupt_records=self._corrupt,
-            truncated_bytes=self._truncated,
+            exchanges=list(index.exchanges.values()),
+            queues=list(index.queues.values()),
+            bindings=list(index.bindings.values()),
+            messages=found.messages,
+            next_message_id=found.next_id,
+            corrupt_records=found.corrupt,
+            truncated_bytes=found.truncated,
             seconds=seconds,
         )

@@ -68,7 +68,7 @@ def create_segment(directory: Path, number: int, initial: bytes, sync: bool) -> 
     the partial file is removed and the OSError propagates.
     """
     path = segment_path(directory, number)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         write_all(fd, encode_file_header(number) + initial)
         if sync:

@@ -615,6 +615,9 @@ DAMAGE = {
     "flip-marker": ("flip", ("msg", 3, 1), [i for i in range(20) if i != 3], "corrupt"),
     "flip-last-record": ("flip", ("msg", 19, 30), list(range(19)), "tail"),
     "flip-length": ("flip", ("msg", 12, 10), [i for i in range(20) if i != 12], "corrupt"),
+    # one damaged copy of the queue's declaration: its twin stands in, nothing is lost
+    "flip-in-queue-declaration": ("flip", ("queue", 0, 20), list(range(20)), "corrupt"),
+    "flip-in-queue-twin": ("flip", ("queue", 1, 9), list(range(20)), "corrupt"),
 }
 
 
@@ -627,13 +630,13 @@ def test_recovery_from_damaged_log(case: str, pristine: Path, tmp_path: Path) ->
     records = parse_records(segment.read_bytes())
     messages = [(s, e) for t, s, e in records if t == MESSAGE]
     queues = [(s, e) for t, s, e in records if t == 3]
-    assert len(messages) == N_DAMAGE and len(queues) == 1
+    assert len(messages) == N_DAMAGE and len(queues) == 2  # the declaration and its twin
     if where == "msg":
         offset = messages[index][0] + delta
     elif where == "msg-end":
         offset = messages[index][1]
     elif where == "queue":
-        offset = queues[0][0] + delta
+        offset = queues[index][0] + delta
     else:
         offset = delta
     if action == "cut":

@@ -1,22 +1,39 @@
-"""One client connection: the only code that touches a socket.
+"""One client connection's protocol state, driven by bytes in and bytes out.
 
-`Connection` is an asyncio.Protocol. It runs the handshake (`HandshakeMixin`, in
-handshake.py), multiplexes channels, sends and checks heartbeats, coalesces everything
-written in a tick into one write, applies back-pressure (flow control, full disk), and turns
-`ChannelError` / `ConnectionError_` into channel.close / connection.close. On loss of the
-socket every channel releases what it held and exclusive queues are deleted.
+`Connection` holds the lifecycle (`connection_state.State`, moved only along its transition
+table), runs the `Handshake` and keeps its `Negotiated` result, multiplexes channels, sends
+and checks heartbeats, coalesces everything written in a tick into one write, applies
+back-pressure (`FlowControl`: queue backlogs, a full disk, the transport's pause_writing), and
+turns `ChannelError` / `ConnectionError_` into channel.close / connection.close. On loss of
+the socket every channel releases what it held and exclusive queues are deleted.
+
+It never touches asyncio itself: it is given a `Transport` and a `Clock` (transport.py).
+`adapter.AmqpProtocol` is the asyncio.Protocol that forwards socket events here; tests feed
+bytes to `data_received` and read what reached their fake transport.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pamqp import base, commands
 
 from amqpd.auth import Access
 from amqpd.channel import Channel
+from amqpd.config import Config
+from amqpd.connection_state import (
+    AWAIT_HEADER,
+    AWAIT_OPEN,
+    AWAIT_START_OK,
+    AWAIT_TUNE_OK,
+    CLOSED,
+    CLOSING,
+    HANDSHAKING,
+    OPEN,
+    State,
+    advance,
+)
 from amqpd.core.errors import (
     CHANNEL_ERROR,
     COMMAND_INVALID,
@@ -32,17 +49,10 @@ from amqpd.core.errors import (
 )
 from amqpd.core.queue import Queue
 from amqpd.core.vhost import VHost
-from amqpd.handshake import (
-    AWAIT_HEADER,
-    AWAIT_OPEN,
-    AWAIT_START_OK,
-    AWAIT_TUNE_OK,
-    CLOSED,
-    CLOSING,
-    OPEN,
-    HandshakeFailed,
-    HandshakeMixin,
-)
+from amqpd.flow import FlowControl
+from amqpd.handshake import BadProtocolHeader, Handshake, HandshakeFailed, Negotiated
+from amqpd.scheduler import TickScheduler
+from amqpd.transport import Clock, Timer, Transport
 from amqpd.wire.erlang import erlang_binary
 from amqpd.wire.frames import (
     FRAME_BODY,
@@ -50,19 +60,11 @@ from amqpd.wire.frames import (
     FRAME_HEARTBEAT,
     FRAME_METHOD,
     HEARTBEAT_FRAME,
+    PROTOCOL_HEADER,
     FrameError,
     FrameReader,
 )
-from amqpd.wire.methods import (
-    MethodSyntaxError,
-    UnknownMethodError,
-    decode_method,
-    encode_channel_open_ok,
-    encode_method,
-)
-
-if TYPE_CHECKING:
-    from amqpd.server import Broker
+from amqpd.wire.methods import MethodSyntaxError, UnknownMethodError, decode_method, encode_method
 
 log = logging.getLogger("amqpd.connection")
 
@@ -79,68 +81,84 @@ CHANNEL_CLOSE = commands.Channel.Close.index
 CHANNEL_CLOSE_OK = commands.Channel.CloseOk.index
 CONNECTION_CLOSE = commands.Connection.Close.index
 CONNECTION_CLOSE_OK = commands.Connection.CloseOk.index
+BASIC_PUBLISH = commands.Basic.Publish.index
 
+# The one client method each handshake state accepts.
 _EXPECTED = {
     AWAIT_START_OK: commands.Connection.StartOk.index,
     AWAIT_TUNE_OK: commands.Connection.TuneOk.index,
     AWAIT_OPEN: commands.Connection.Open.index,
 }
-BASIC_PUBLISH = commands.Basic.Publish.index
 
 
-class Connection(HandshakeMixin, asyncio.Protocol):
-    def __init__(self, broker: Broker) -> None:
+class BrokerView(Protocol):
+    """What a connection needs from the broker it belongs to (broker.Broker)."""
+
+    config: Config
+    vhosts: dict[str, VHost]
+    scheduler: TickScheduler
+    connections: set[Connection]
+    disk_full: bool
+
+
+class Connection:
+    def __init__(self, broker: BrokerView, clock: Clock) -> None:
         self.broker = broker
         config = broker.config
         self.config = config
-        self.state = AWAIT_HEADER
-        self.transport: asyncio.Transport | None = None
+        self._clock = clock
+        self.state: State = AWAIT_HEADER  # moved only by _enter, along TRANSITIONS
+        self.transport: Transport | None = None
         self.peer = "?"
+        self.handshake = Handshake(config, broker.vhosts)
+        self.negotiated: Negotiated | None = None  # set by connection.open
+        self.flow = FlowControl()
         self.channels: dict[int, Channel] = {}
         self.reader = FrameReader(config.frame_max)
-        self.frame_max = config.frame_max
-        self.channel_max = config.channel_max
-        self.heartbeat = 0
-        self.max_message_size = config.max_message_size
-        self.writable = True
-        self.cancel_notify = False
-        self.blocked_notify = False  # the client understands connection.blocked
-        self.publisher = False  # some channel has published: blocked when the disk is full
-        self.blocked = False
-        self._flow_queues = 0  # backlogged queues this publisher waits for
-        self._unprocessed: list[tuple[int, int, bytes]] = []  # frames left for later turns
-        self._reading_paused = False
+        # What channels read (ChannelHost), copied from `negotiated` once open.
         self.user = ""
         self.vhost: VHost = None  # type: ignore[assignment]  # set by connection.open
         self.access: Access = None  # type: ignore[assignment]
-        self._header = b""
+        self.frame_max = config.frame_max
+        self.channel_max = config.channel_max
+        self.heartbeat = 0
+        self.cancel_notify = False
+        self.blocked_notify = False  # the client understands connection.blocked
+        self.max_message_size = config.max_message_size
+        self.writable = True  # deliveries may be written this tick
+        self.publisher = False  # some channel has published: blocked when the disk is full
+        self._unprocessed: list[tuple[int, int, bytes]] = []  # frames left for later turns
         self._out: list[bytes] = []
         self._out_size = 0  # bytes in _out
-        self._paused = False  # the transport asked us to stop writing
         self._flush_requested = False
         self._confirm_channels: set[Channel] = set()
         self._last_received = 0.0
         self._last_sent = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._loop = asyncio.get_running_loop()
+        self._timer: Timer | None = None
 
-    # -- asyncio.Protocol -----------------------------------------------------------
+    def _enter(self, state: State) -> None:
+        self.state = advance(self.state, state)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+    # -- transport events (forwarded by adapter.AmqpProtocol) -------------------------
+
+    def connection_made(self, transport: Transport) -> None:
+        self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.handshake.peer = self.peer
         self.broker.connections.add(self)
-        self._timer = self._loop.call_later(self.config.handshake_timeout, self._handshake_timeout)
+        self._timer = self._clock.call_later(self.config.handshake_timeout, self._handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
-        self._last_received = self._loop.time()
-        if self.state == AWAIT_HEADER:
-            data = self._read_protocol_header(data)
-            if not data:
+        self._last_received = self._clock.time()
+        state = self.state
+        if state is not OPEN:
+            if state is AWAIT_HEADER:
+                data = self._read_protocol_header(data)
+                if not data:
+                    return
+            elif state is CLOSED:
                 return
-        if self.state == CLOSED:
-            return
         try:
             frames = self.reader.feed(data)
         except FrameError as error:
@@ -151,6 +169,21 @@ class Connection(HandshakeMixin, asyncio.Protocol):
         else:
             self._process(frames)
 
+    def _read_protocol_header(self, data: bytes) -> bytes:
+        """What follows the protocol header; b"" until it is complete or when it is wrong."""
+        try:
+            rest = self.handshake.read_header(data)
+        except BadProtocolHeader:
+            if self.transport is not None:
+                self.transport.write(PROTOCOL_HEADER)
+            self._shutdown_transport()
+            return b""
+        if rest is None:
+            return b""
+        self._enter(AWAIT_START_OK)
+        self._send_method(0, self.handshake.start())
+        return rest
+
     def _process(self, frames: list[tuple[int, int, bytes]]) -> None:
         """Handle frames, at most FRAMES_PER_TURN before yielding to the event loop.
 
@@ -160,12 +193,12 @@ class Connection(HandshakeMixin, asyncio.Protocol):
         if len(frames) > FRAMES_PER_TURN:
             self._unprocessed = frames[FRAMES_PER_TURN:]
             frames = frames[:FRAMES_PER_TURN]
-            self._loop.call_soon(self._process_more)
+            self._clock.call_soon(self._process_more)
         else:
             self._unprocessed = []
         self._update_reading()
         for frame_type, number, payload in frames:
-            if self.state == CLOSED:
+            if self.state is CLOSED:
                 return
             try:
                 self._on_frame(frame_type, number, payload)
@@ -179,26 +212,26 @@ class Connection(HandshakeMixin, asyncio.Protocol):
                 self._close_connection(INTERNAL_ERROR, "INTERNAL_ERROR", 0)
 
     def _process_more(self) -> None:
-        if self._unprocessed and self.state != CLOSED:
+        if self._unprocessed and self.state is not CLOSED:
             self._process(self._unprocessed)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.state = CLOSED
+        self._enter(CLOSED)
         if self._timer is not None:
             self._timer.cancel()
         self._release_all()
         self.broker.connections.discard(self)
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self.flow.write_paused = True
         self.writable = False
 
     def resume_writing(self) -> None:
-        self._paused = False
+        self.flow.write_paused = False
         self._writable_again()
 
     def _writable_again(self) -> None:
-        if self._out_size < OUTPUT_HIGH_WATER and not self._paused and not self.writable:
+        if self._out_size < OUTPUT_HIGH_WATER and not self.flow.write_paused and not self.writable:
             self.writable = True
             for channel in self.channels.values():
                 channel.kick_consumers()
@@ -238,34 +271,29 @@ class Connection(HandshakeMixin, asyncio.Protocol):
         clear. A connection that also consumes is never paused: it must be able to ack."""
         if self.transport is None or any(channel.consumers for channel in self.channels.values()):
             return
+        flow = self.flow
         for queue in queues:
             if self._release_flow not in queue.drain_waiters:
                 queue.drain_waiters.append(self._release_flow)
-                self._flow_queues += 1
+                flow.backlog += 1
         self._update_reading()
 
     def _release_flow(self, queue: Queue) -> None:
-        self._flow_queues -= 1
+        self.flow.backlog -= 1
         self._update_reading()
 
     def _update_reading(self) -> None:
         """Read while no full disk, queue backlog or unprocessed frames say otherwise."""
-        if self.transport is None or self.state == CLOSED or self.state == CLOSING:
+        if self.transport is None or self.state is CLOSED or self.state is CLOSING:
             return
-        paused = self.blocked or self._flow_queues > 0 or bool(self._unprocessed)
-        if paused != self._reading_paused:
-            self._reading_paused = paused
-            if paused:
-                self.transport.pause_reading()
-            else:
-                self.transport.resume_reading()
+        self.flow.update_reading(self.transport, bool(self._unprocessed))
 
     def set_blocked(self, blocked: bool) -> None:
         """Stop (or resume) reading from a publishing connection while the disk is full,
         telling clients that understand connection.blocked why."""
-        if blocked == self.blocked or self.state != OPEN or self.transport is None:
+        if blocked == self.flow.blocked or self.state is not OPEN or self.transport is None:
             return
-        self.blocked = blocked
+        self.flow.blocked = blocked
         if self.blocked_notify:
             self._send_method(
                 0,
@@ -286,7 +314,7 @@ class Connection(HandshakeMixin, asyncio.Protocol):
             # One buffer per tick: a transport holding millions of small buffers spends
             # its time managing them instead of sending.
             self.transport.write(b"".join(out))
-            self._last_sent = self._loop.time()
+            self._last_sent = self._clock.time()
         else:
             self._out = []
         self._out_size = 0
@@ -321,9 +349,9 @@ class Connection(HandshakeMixin, asyncio.Protocol):
         elif frame_type == FRAME_HEADER or frame_type == FRAME_BODY:
             if frame_type == FRAME_HEADER and len(payload) < 14:
                 raise _unknown_frame(frame_type, payload)
-            if self.state == CLOSING:
+            if self.state is CLOSING:
                 return
-            if number == 0 or self.state != OPEN:
+            if number == 0 or self.state is not OPEN:
                 raise _unexpected_frame(frame_type, payload)
             channel = self.channels.get(number)
             if channel is None:
@@ -348,23 +376,15 @@ class Connection(HandshakeMixin, asyncio.Protocol):
     # -- connection class ----------------------------------------------------------
 
     def _on_connection_method(self, index: int, args: Any, payload: bytes) -> None:
-        if self.state == CLOSING:
+        if self.state is CLOSING:
             if index == CONNECTION_CLOSE_OK:
                 self._shutdown_transport()
             elif index == CONNECTION_CLOSE:  # the two closes crossed: keep waiting for ours
                 self._send_method(0, commands.Connection.CloseOk())
                 self.flush()
             return
-        expected = _EXPECTED.get(self.state)
-        if expected is not None:
-            if index != expected:
-                raise HandshakeFailed(f"unexpected method {index >> 16}/{index & 0xFFFF}")
-            if self.state == AWAIT_START_OK:
-                self._on_start_ok(args)
-            elif self.state == AWAIT_TUNE_OK:
-                self._on_tune_ok(args)
-            else:
-                self._on_open(args, index)
+        if self.state is not OPEN:
+            self._handshake_step(index, args)
             return
         if index == CONNECTION_CLOSE:
             self._release_all()
@@ -374,13 +394,56 @@ class Connection(HandshakeMixin, asyncio.Protocol):
         elif index != CONNECTION_CLOSE_OK:
             raise _hard(CHANNEL_ERROR, "unexpected method in connection state running", index)
 
+    def _handshake_step(self, index: int, args: Any) -> None:
+        """Feed the one method the current handshake state expects to the handshake."""
+        state = self.state
+        if index != _EXPECTED[state]:
+            raise HandshakeFailed(f"unexpected method {index >> 16}/{index & 0xFFFF}")
+        handshake = self.handshake
+        if state is AWAIT_START_OK:
+            tune = handshake.start_ok(args)
+            self._enter(AWAIT_TUNE_OK)
+            self._send_method(0, tune)
+        elif state is AWAIT_TUNE_OK:
+            self.reader.frame_max = handshake.tune_ok(args).frame_max
+            self._enter(AWAIT_OPEN)
+        else:
+            self._opened(handshake.open(args, index))
+
+    def _opened(self, negotiated: Negotiated) -> None:
+        self.negotiated = negotiated
+        limits = negotiated.limits
+        self.user = negotiated.user
+        self.vhost = negotiated.vhost
+        self.access = negotiated.access
+        self.frame_max = limits.frame_max
+        self.channel_max = limits.channel_max
+        self.heartbeat = limits.heartbeat
+        self.cancel_notify = negotiated.cancel_notify
+        self.blocked_notify = negotiated.blocked_notify
+        self._enter(OPEN)
+        self._send_method(0, commands.Connection.OpenOk())
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.heartbeat:
+            self._last_sent = self._last_received = self._clock.time()
+            self._timer = self._clock.call_later(self.heartbeat / 2, self._heartbeat_tick)
+
+    def _handshake_timeout(self) -> None:
+        self._timer = None
+        if self.state in HANDSHAKING:
+            log.info("handshake timeout from %s", self.peer)
+            if self.transport is not None:
+                self.transport.abort()
+
     # -- channels -------------------------------------------------------------------
 
     def _on_channel_method(self, number: int, index: int, args: Any, payload: bytes) -> None:
-        if self.state == CLOSING:
+        if self.state is CLOSING:
             return
-        if self.state != OPEN:
-            if self.state == AWAIT_OPEN:
+        if self.state is not OPEN:
+            if self.state is AWAIT_OPEN:
                 raise _unexpected_frame(FRAME_METHOD, payload)
             raise HandshakeFailed("channel method during the handshake")
         if index >> 16 == 10:
@@ -396,7 +459,7 @@ class Connection(HandshakeMixin, asyncio.Protocol):
                     f"negotiated channel_max ({self.channel_max})",
                 )
             self.channels[number] = Channel(number, self)
-            self.send(encode_channel_open_ok(number))
+            self._send_method(number, commands.Channel.OpenOk())
             return
         if channel.closing:
             if index == CHANNEL_CLOSE_OK:
@@ -445,14 +508,14 @@ class Connection(HandshakeMixin, asyncio.Protocol):
 
     def _close_connection(self, code: int, text: str, index: int) -> None:
         """Send connection.close and wait for close-ok; everything else is ignored now."""
-        if self.state in (CLOSING, CLOSED):
+        if self.state is CLOSING or self.state is CLOSED:
             return
-        if self.state == AWAIT_HEADER:
+        if self.state is AWAIT_HEADER:
             self._shutdown_transport()
             return
         log.info("closing connection %s: %s", self.peer, text)
         self._release_all()
-        self.state = CLOSING
+        self._enter(CLOSING)
         self._out = []
         self._confirm_channels.clear()
         self._send_method(
@@ -471,7 +534,7 @@ class Connection(HandshakeMixin, asyncio.Protocol):
         """After connection.close-ok, read and discard until the client closes its side, as
         RabbitMQ does: closing at once would reset a client whose frames are still in flight
         (it would see ECONNRESET instead of its close completing). Bounded by a timeout."""
-        self.state = CLOSED
+        self._enter(CLOSED)
         self._unprocessed = []
         self._out = []
         self._keep_reading_until(CLOSE_OK_TIMEOUT)
@@ -480,14 +543,13 @@ class Connection(HandshakeMixin, asyncio.Protocol):
         """Closing: read (flow control no longer applies) and drop the socket after `timeout`."""
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_later(timeout, self._shutdown_transport)
-        if self._reading_paused and self.transport is not None:
-            self._reading_paused = False
-            self.transport.resume_reading()
+        self._timer = self._clock.call_later(timeout, self._shutdown_transport)
+        if self.transport is not None:
+            self.flow.read_regardless(self.transport)
 
     def force_close(self, reason: str) -> None:
         """Close from the broker's side (shutdown), as RabbitMQ's CONNECTION_FORCED."""
-        if self.state == OPEN:
+        if self.state is OPEN:
             self._close_connection(
                 CONNECTION_FORCED,
                 f"CONNECTION_FORCED - broker forced connection closure with reason '{reason}'",
@@ -496,8 +558,13 @@ class Connection(HandshakeMixin, asyncio.Protocol):
         else:
             self._shutdown_transport()
 
+    def abort(self) -> None:
+        """Drop the socket now, without a close handshake (the end of a shutdown)."""
+        if self.transport is not None:
+            self.transport.abort()
+
     def _shutdown_transport(self) -> None:
-        self.state = CLOSED
+        self._enter(CLOSED)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -505,8 +572,8 @@ class Connection(HandshakeMixin, asyncio.Protocol):
             self.transport.close()
 
     def _heartbeat_tick(self) -> None:
-        now = self._loop.time()
-        if self._reading_paused:
+        now = self._clock.time()
+        if self.flow.reading_paused:
             self._last_received = now  # we are not reading: silence is ours, not the peer's
         if now - self._last_received > 2 * self.heartbeat:
             log.info("missed heartbeats from client %s, timeout: %ds", self.peer, self.heartbeat)
@@ -517,7 +584,7 @@ class Connection(HandshakeMixin, asyncio.Protocol):
         if now - self._last_sent >= self.heartbeat / 2 and self.transport is not None:
             self.transport.write(HEARTBEAT_FRAME)
             self._last_sent = now
-        self._timer = self._loop.call_later(self.heartbeat / 2, self._heartbeat_tick)
+        self._timer = self._clock.call_later(self.heartbeat / 2, self._heartbeat_tick)
 
 
 def _hard(code: int, detail: str, index: int = 0) -> ConnectionError_:

@@ -1,38 +1,61 @@
 """The opening of a connection: protocol header, start/start-ok, tune/tune-ok, open.
 
-`HandshakeMixin` is mixed into `Connection`. It answers the protocol header with
-connection.start (server properties and capabilities), logs users in with PLAIN or
-AMQPLAIN, negotiates channel_max, frame_max and heartbeat, and opens the vhost with the
-user's permissions. Failures RabbitMQ answers by silently dropping the socket raise
-`HandshakeFailed`; the others are `ConnectionError_`s with RabbitMQ's texts.
+`Handshake` is sans-IO and owned by the connection, which calls it in the order its state
+table allows: `read_header` (bytes in; the rest of them out once the 8-byte header matched),
+`start` (connection.start to send), `start_ok` (logs the user in with PLAIN or AMQPLAIN;
+connection.tune to send), `tune_ok` (the `Limits` the client chose within ours) and `open`
+(the vhost and the user's permissions: the whole `Negotiated` result). Failures RabbitMQ
+answers by silently dropping the socket raise `HandshakeFailed` (`BadProtocolHeader` for a
+header that is not AMQP 0-9-1: answer with ours, then close); the others are
+`ConnectionError_`s with RabbitMQ's texts.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from pamqp import base, commands
+from pamqp import commands
 
 from amqpd import __version__
 from amqpd.auth import MECHANISMS, Access, authenticate, parse_credentials
+from amqpd.config import Config
 from amqpd.core.errors import ACCESS_REFUSED, NOT_ALLOWED, ConnectionError_
-from amqpd.wire.frames import PROTOCOL_HEADER, FrameReader
-
-if TYPE_CHECKING:
-    from amqpd.config import Config
-    from amqpd.core.vhost import VHost
-    from amqpd.server import Broker
+from amqpd.core.vhost import VHost
+from amqpd.wire.frames import PROTOCOL_HEADER
 
 log = logging.getLogger("amqpd.connection")
-
-# Connection states, in order.
-AWAIT_HEADER, AWAIT_START_OK, AWAIT_TUNE_OK, AWAIT_OPEN, OPEN, CLOSING, CLOSED = range(7)
 
 
 class HandshakeFailed(Exception):
     """A handshake error RabbitMQ answers by dropping the socket without a close frame."""
+
+
+class BadProtocolHeader(HandshakeFailed):
+    """The client's first 8 bytes are not AMQP 0-9-1's header: answer with ours and close."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What tune-ok settled: the client's choice within the server's offer."""
+
+    channel_max: int
+    frame_max: int
+    heartbeat: int  # seconds; 0 disables heartbeats
+
+
+@dataclass(frozen=True, slots=True)
+class Negotiated:
+    """Everything an open connection knows about its client."""
+
+    user: str
+    vhost: VHost
+    access: Access
+    limits: Limits
+    cancel_notify: bool  # the client understands basic.cancel from the server
+    blocked_notify: bool  # the client understands connection.blocked
 
 
 def server_properties() -> dict[str, Any]:
@@ -57,61 +80,38 @@ def server_properties() -> dict[str, Any]:
     }
 
 
-class HandshakeMixin:
-    # State created by Connection.__init__.
-    broker: Broker
-    config: Config
-    state: int
-    transport: asyncio.Transport | None
-    peer: str
-    reader: FrameReader
-    frame_max: int
-    channel_max: int
-    heartbeat: int
-    cancel_notify: bool
-    blocked_notify: bool
-    user: str
-    vhost: VHost
-    access: Access
-    _header: bytes
-    _timer: asyncio.TimerHandle | None
-    _loop: asyncio.AbstractEventLoop
-    _last_sent: float
-    _last_received: float
+class Handshake:
+    def __init__(self, config: Config, vhosts: Mapping[str, VHost], peer: str = "?") -> None:
+        self._config = config
+        self._vhosts = vhosts
+        self.peer = peer
+        self._header = b""
+        self._user = ""
+        self._capabilities: Mapping[str, Any] = {}
+        self.limits: Limits | None = None
 
-    if TYPE_CHECKING:
+    def read_header(self, data: bytes) -> bytes | None:
+        """The bytes after a complete, matching protocol header; None while it is incomplete."""
+        header = self._header + data
+        if len(header) < 8:
+            if PROTOCOL_HEADER.startswith(header):
+                self._header = header
+                return None
+        elif header[:8] == PROTOCOL_HEADER:
+            self._header = b""
+            return header[8:]
+        raise BadProtocolHeader("not an AMQP 0-9-1 protocol header")
 
-        def _send_method(self, number: int, method: base.Frame) -> None: ...
+    def start(self) -> commands.Connection.Start:
+        return commands.Connection.Start(
+            server_properties=server_properties(),
+            mechanisms=" ".join(MECHANISMS),
+            locales="en_US",
+        )
 
-        def _heartbeat_tick(self) -> None: ...
-
-    def _read_protocol_header(self, data: bytes) -> bytes:
-        self._header += data
-        if len(self._header) < 8:
-            if PROTOCOL_HEADER.startswith(self._header):
-                return b""
-        elif self._header[:8] == PROTOCOL_HEADER:
-            rest, self._header = self._header[8:], b""
-            self.state = AWAIT_START_OK
-            self._send_method(
-                0,
-                commands.Connection.Start(
-                    server_properties=server_properties(),
-                    mechanisms=" ".join(MECHANISMS),
-                    locales="en_US",
-                ),
-            )
-            return rest
-        assert self.transport is not None
-        self.transport.write(PROTOCOL_HEADER)
-        self.transport.close()
-        self.state = CLOSED
-        return b""
-
-    def _on_start_ok(self, args: commands.Connection.StartOk) -> None:
+    def start_ok(self, args: commands.Connection.StartOk) -> commands.Connection.Tune:
         capabilities = (args.client_properties or {}).get("capabilities") or {}
-        self.cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
-        self.blocked_notify = bool(capabilities.get("connection.blocked"))
+        self._capabilities = capabilities
         response = args.response
         raw = response.encode() if isinstance(response, str) else bytes(response or b"")
         if args.mechanism not in MECHANISMS:
@@ -119,7 +119,7 @@ class HandshakeMixin:
         credentials = parse_credentials(args.mechanism, raw)
         if credentials is None:
             raise HandshakeFailed(f"malformed {args.mechanism} response")
-        user = authenticate(self.config, *credentials)
+        user = authenticate(self._config, *credentials)
         if user is None:
             log.warning("login refused for %s using %s", self.peer, args.mechanism)
             if not capabilities.get("authentication_failure_close"):
@@ -129,55 +129,43 @@ class HandshakeMixin:
                 f"Login was refused using authentication mechanism {args.mechanism}."
                 " For details see the broker logfile.",
             )
-        self.user = user.name
-        self.state = AWAIT_TUNE_OK
-        self._send_method(
-            0,
-            commands.Connection.Tune(
-                channel_max=self.config.channel_max,
-                frame_max=self.config.frame_max,
-                heartbeat=self.config.heartbeat,
-            ),
+        self._user = user.name
+        config = self._config
+        return commands.Connection.Tune(
+            channel_max=config.channel_max,
+            frame_max=config.frame_max,
+            heartbeat=config.heartbeat,
         )
 
-    def _on_tune_ok(self, args: commands.Connection.TuneOk) -> None:
+    def tune_ok(self, args: commands.Connection.TuneOk) -> Limits:
         frame_max, channel_max = args.frame_max, args.channel_max
-        if not 4096 <= frame_max <= self.config.frame_max:
+        if not 4096 <= frame_max <= self._config.frame_max:
             raise HandshakeFailed(f"negotiated frame_max = {frame_max} is out of range")
-        if not 1 <= channel_max <= self.config.channel_max:
+        if not 1 <= channel_max <= self._config.channel_max:
             raise HandshakeFailed(f"negotiated channel_max = {channel_max} is out of range")
-        self.frame_max = frame_max
-        self.reader.frame_max = frame_max
-        self.channel_max = channel_max
-        self.heartbeat = args.heartbeat
-        self.state = AWAIT_OPEN
+        self.limits = Limits(channel_max, frame_max, args.heartbeat)
+        return self.limits
 
-    def _on_open(self, args: commands.Connection.Open, index: int) -> None:
-        vhost = self.broker.vhosts.get(args.virtual_host)
+    def open(self, args: commands.Connection.Open, index: int) -> Negotiated:
+        assert self.limits is not None, "open before tune-ok"
+        name = args.virtual_host
+        vhost = self._vhosts.get(name)
         if vhost is None:
-            raise ConnectionError_(NOT_ALLOWED, f"vhost {args.virtual_host} not found", index)
-        user = self.config.user(self.user)
-        permission = user.permission(args.virtual_host) if user else None
+            raise ConnectionError_(NOT_ALLOWED, f"vhost {name} not found", index)
+        user = self._config.user(self._user)
+        permission = user.permission(name) if user else None
         if permission is None:
             raise ConnectionError_(
                 NOT_ALLOWED,
-                f"access to vhost '{args.virtual_host}' refused for user '{self.user}'",
+                f"access to vhost '{name}' refused for user '{self._user}'",
                 index,
             )
-        self.vhost = vhost
-        self.access = Access(self.user, vhost.name, permission)
-        self.state = OPEN
-        self._send_method(0, commands.Connection.OpenOk())
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self.heartbeat:
-            self._last_sent = self._last_received = self._loop.time()
-            self._timer = self._loop.call_later(self.heartbeat / 2, self._heartbeat_tick)
-
-    def _handshake_timeout(self) -> None:
-        self._timer = None
-        if self.state in (AWAIT_HEADER, AWAIT_START_OK, AWAIT_TUNE_OK, AWAIT_OPEN):
-            log.info("handshake timeout from %s", self.peer)
-            if self.transport is not None:
-                self.transport.abort()
+        capabilities = self._capabilities
+        return Negotiated(
+            user=self._user,
+            vhost=vhost,
+            access=Access(self._user, vhost.name, permission),
+            limits=self.limits,
+            cancel_notify=bool(capabilities.get("consumer_cancel_notify")),
+            blocked_notify=bool(capabilities.get("connection.blocked")),
+        )

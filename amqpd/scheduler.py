@@ -8,10 +8,10 @@ queue and one socket write per connection.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Protocol
 
 from amqpd.core.queue import Queue
+from amqpd.transport import Clock
 
 MAX_DISPATCH_ROUNDS = 8  # passes re-requested during a tick run again, up to this many times
 
@@ -21,7 +21,7 @@ class Flushable(Protocol):
 
 
 class TickScheduler:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: Clock) -> None:
         self._loop = loop
         self._queues: list[Queue] = []
         self._flushes: list[Flushable] = []

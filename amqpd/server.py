@@ -14,95 +14,17 @@ import asyncio
 import gc
 import logging
 import signal
-import time
-from pathlib import Path
-from urllib.parse import quote
 
 import uvloop
 
+from amqpd.adapter import AmqpProtocol
+from amqpd.broker import Broker
 from amqpd.config import Config
-from amqpd.connection import Connection
-from amqpd.core.restore import restore
-from amqpd.core.vhost import VHost
-from amqpd.scheduler import TickScheduler
-from amqpd.store import DurableStore, StoreFailed
+from amqpd.store import StoreFailed
 
 log = logging.getLogger("amqpd.server")
 
 SHUTDOWN_GRACE = 3.0
-
-
-class Broker:
-    """Everything connections share: config, vhosts and stores, the tick scheduler."""
-
-    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
-        self.config = config
-        self.loop = loop
-        self.scheduler = TickScheduler(loop)
-        self.vhosts: dict[str, VHost] = {}
-        self.stores: list[DurableStore] = []
-        self.connections: set[Connection] = set()
-        self.fatal: BaseException | None = None
-        self.disk_full = False
-        self.stopping = asyncio.Event()
-
-    def open_vhosts(self) -> None:
-        """Create each vhost and restore it from its log (raises StoreFailed)."""
-        for name in self.config.vhosts:
-            started = time.monotonic()
-            store = DurableStore(
-                Path(self.config.data_dir) / quote(name, safe=""),
-                fsync=self.config.fsync,
-                fsync_interval_ms=self.config.fsync_interval_ms,
-            )
-            recovered = store.recover()
-            self.stores.append(store)
-            vhost = VHost(name, schedule=self.scheduler.dispatch, store=store)
-            restore(vhost, recovered)
-            store.on_pending = lambda store=store: self.scheduler.flush_store(store)
-            store.on_durable = lambda ticket, vhost=vhost: self.loop.call_soon_threadsafe(
-                vhost.durability.advance, ticket
-            )
-            store.on_fatal = lambda error: self.loop.call_soon_threadsafe(self._fail, error)
-            self.vhosts[name] = vhost
-            messages = sum(len(queue.messages) for queue in vhost.queues.values())
-            log.info(
-                "vhost %s: recovered %d queues, %d messages in %.3fs%s",
-                name,
-                len(vhost.queues),
-                messages,
-                time.monotonic() - started,
-                (
-                    f" (skipped {recovered.corrupt_records} corrupt records, "
-                    f"cut {recovered.truncated_bytes} torn bytes)"
-                    if recovered.corrupt_records or recovered.truncated_bytes
-                    else ""
-                ),
-            )
-
-    def close_stores(self) -> None:
-        for store in self.stores:
-            try:
-                store.close()
-            except StoreFailed as error:
-                log.error("store close failed: %s", error)
-
-    async def watch_disk(self, interval: float = 0.5) -> None:
-        """Block publishing connections while any store cannot write for lack of space."""
-        while True:
-            await asyncio.sleep(interval)
-            full = any(store.disk_full for store in self.stores)
-            if full != self.disk_full:
-                self.disk_full = full
-                log.warning("disk full: blocking publishers" if full else "disk space back")
-                for connection in list(self.connections):
-                    if connection.publisher:
-                        connection.set_blocked(full)
-
-    def _fail(self, error: BaseException) -> None:
-        log.critical("the message store failed, stopping: %s", error)
-        self.fatal = error
-        self.stopping.set()
 
 
 def _format_address(sockname: tuple) -> str:
@@ -134,7 +56,7 @@ class Server:
         gc.set_threshold(100_000, 50, 100)
         try:
             listener = await loop.create_server(
-                lambda: Connection(broker), self.config.bind, self.config.port, backlog=1024
+                lambda: AmqpProtocol(broker), self.config.bind, self.config.port, backlog=1024
             )
         except OSError as error:
             log.error(
@@ -162,8 +84,7 @@ class Server:
         while broker.connections and loop.time() < deadline:
             await asyncio.sleep(0.02)
         for connection in list(broker.connections):
-            if connection.transport is not None:
-                connection.transport.abort()
+            connection.abort()
         await asyncio.sleep(0)
         broker.close_stores()
         log.info("stopped")

@@ -110,7 +110,9 @@ class Handshake:
         )
 
     def start_ok(self, args: commands.Connection.StartOk) -> commands.Connection.Tune:
-        capabilities = (args.client_properties or {}).get("capabilities") or {}
+        capabilities = (args.client_properties or {}).get("capabilities")
+        if not isinstance(capabilities, dict):
+            capabilities = {}  # absent, or not a table: the client claims none
         self._capabilities = capabilities
         response = args.response
         raw = response.encode() if isinstance(response, str) else bytes(response or b"")

@@ -363,3 +363,45 @@ def test_flow_control_tells_the_transport_only_of_changes() -> None:
     flow.update_reading(transport, unprocessed=True)
     flow.update_reading(transport, unprocessed=False)
     assert calls == ["pause", "resume"]
+
+
+def test_disk_alarm_blocks_a_publisher_and_tells_a_client_that_understands() -> None:
+    client = Client()
+    client.feed(PROTOCOL_HEADER)
+    client.send(
+        0,
+        commands.Connection.StartOk(
+            client_properties={"capabilities": {"connection.blocked": True}},
+            mechanism="PLAIN",
+            response="\0guest\0guest",
+        ),
+    )
+    client.send(0, commands.Connection.TuneOk(channel_max=10, frame_max=8192, heartbeat=0))
+    client.send(0, commands.Connection.Open(virtual_host="/"))
+    client.received()
+    connection = client.connection
+    connection.set_blocked(True)
+    client.clock.run_ready()
+    (blocked,) = client.expect(commands.Connection.Blocked)
+    assert blocked.reason == "low on disk"
+    assert not client.transport.reading and connection.flow.blocked
+    connection.set_blocked(False)
+    client.clock.run_ready()
+    client.expect(commands.Connection.Unblocked)
+    assert client.transport.reading
+
+
+def test_a_long_read_is_handled_over_several_turns_with_reading_paused() -> None:
+    client = Client()
+    client.open()
+    client.send(1, commands.Channel.Open())
+    client.received()
+    declare = frame.marshal(commands.Queue.Declare(queue="", exclusive=True), 1)
+    client.connection.data_received(declare * 700)  # more than FRAMES_PER_TURN
+    assert not client.transport.reading
+    assert len(client.received()) == 0  # nothing flushed before the loop turns
+    client.clock.run_ready()
+    replies = client.received()
+    assert len(replies) == 700
+    assert all(isinstance(value, commands.Queue.DeclareOk) for _, value in replies)
+    assert client.transport.reading

@@ -64,7 +64,13 @@ from amqpd.wire.frames import (
     FrameError,
     FrameReader,
 )
-from amqpd.wire.methods import MethodSyntaxError, UnknownMethodError, decode_method, encode_method
+from amqpd.wire.methods import (
+    MethodSyntaxError,
+    UnknownMethodError,
+    decode_method,
+    encode_channel_open_ok,
+    encode_method,
+)
 
 log = logging.getLogger("amqpd.connection")
 
@@ -459,7 +465,7 @@ class Connection:
                     f"negotiated channel_max ({self.channel_max})",
                 )
             self.channels[number] = Channel(number, self)
-            self._send_method(number, commands.Channel.OpenOk())
+            self.send(encode_channel_open_ok(number))
             return
         if channel.closing:
             if index == CHANNEL_CLOSE_OK:

@@ -182,7 +182,7 @@ def test_handshake_happy_path_yields_the_negotiated_result() -> None:
     assert client.received() == [] and client.connection.state is AWAIT_HEADER
     client.feed(PROTOCOL_HEADER[3:])
     (start,) = client.expect(commands.Connection.Start)
-    assert start.mechanisms == "AMQPLAIN PLAIN"
+    assert start.mechanisms == "PLAIN AMQPLAIN"
     assert client.connection.state is AWAIT_START_OK
     client.send(
         0,
@@ -405,3 +405,30 @@ def test_a_long_read_is_handled_over_several_turns_with_reading_paused() -> None
     assert len(replies) == 700
     assert all(isinstance(value, commands.Queue.DeclareOk) for _, value in replies)
     assert client.transport.reading
+
+
+def test_after_close_ok_the_connection_reads_and_discards_until_the_client_closes() -> None:
+    client = Client()
+    client.open()
+    client.send(1, commands.Channel.Open())
+    client.received()
+    client.send(0, commands.Connection.Close(200, "bye", 0, 0))
+    client.expect(commands.Connection.CloseOk)
+    assert client.connection.state is CLOSED and not client.transport.closed
+    client.send(1, commands.Queue.Declare(queue="late"))  # in flight when we closed: dropped
+    assert client.received() == []
+    client.clock.advance(3.1)
+    assert client.transport.closed
+
+
+def test_crossing_closes_keep_waiting_for_close_ok() -> None:
+    client = Client()
+    client.open()
+    client.received()
+    client.send(5, commands.Queue.Declare(queue="q"))  # no channel 5: a connection error
+    client.expect(commands.Connection.Close)
+    client.send(0, commands.Connection.Close(200, "bye", 0, 0))
+    client.expect(commands.Connection.CloseOk)
+    assert client.connection.state is CLOSING and not client.transport.closed
+    client.send(0, commands.Connection.CloseOk())
+    assert client.transport.closed and client.connection.state is CLOSED

@@ -1,13 +1,17 @@
-"""Smoke tests of the load generator (amqpd.bench) against a real broker.
+"""Smoke tests of the load generator (the top-level `bench` package) and its scripts.
 
-Each case runs `python -m amqpd.bench ... --json` for a second or two against the session
+Each run case runs `python -m bench ... --json` for a second or two against the session
 broker (amqpd, or the broker named by AMQPD_TEST_URL) and checks the summary: every
 message sent arrived exactly once, confirms match, rates are nonzero. No timing asserts.
+The rest are regression tests of the command lines: help texts, the scripts' choice of
+interpreter, and compare never installing RabbitMQ unasked.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from bench.brokers import RabbitMQMissing, ensure_rabbitmq
 from tests.conftest import BrokerAddress
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def bench(*args: str) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-m", "amqpd.bench", *args, "--json"],
+        [sys.executable, "-m", "bench", *args, "--json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -89,7 +94,7 @@ def test_startup_reaches_a_handshake() -> None:
 
 def test_bad_options_are_refused() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "amqpd.bench", "run", "-s", "8"],
+        [sys.executable, "-m", "bench", "run", "-s", "8"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -97,3 +102,72 @@ def test_bad_options_are_refused() -> None:
     )
     assert done.returncode == 2
     assert "at least 16 bytes" in done.stderr
+
+
+def test_amqpd_does_not_ship_the_bench() -> None:
+    assert not (ROOT / "amqpd" / "bench").exists()
+    done = subprocess.run(
+        [sys.executable, "-c", "import amqpd.bench"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0 and "No module named 'amqpd.bench'" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "idle", "startup"])
+def test_subcommand_help_shows_the_default_uri(command: str) -> None:
+    # The default URI's "%2F" used to reach argparse's %-formatting and crash --help.
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", command, "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: bench {command}")
+    if command != "startup":
+        assert "%2F" in done.stdout
+
+
+@pytest.mark.parametrize("script", ["bench", "compare", "recovery_bench"])
+def test_scripts_find_the_project_venv(script: str) -> None:
+    # Run as the README says, the shebang picks whatever python3 is on PATH, which may lack
+    # pamqp; -S stands for such an interpreter (no site-packages at all).
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    if not venv_python.exists():
+        pytest.skip("no .venv in the repository (the README's setup creates it)")
+    env = {k: v for k, v in os.environ.items() if k != "AMQPD_SCRIPT_REEXEC"}
+    done = subprocess.run(
+        [sys.executable, "-S", str(ROOT / "scripts" / script), "--help"],
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage:")
+
+
+def test_compare_help_describes_the_workloads() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "compare"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "issue" not in done.stdout
+    assert "--install-rabbitmq" in done.stdout
+    for line in ("1  transient, 1p/1c, auto-ack, 16 B", "bench idle --connections 1000"):
+        assert line in done.stdout
+
+
+def test_compare_does_not_install_rabbitmq_unasked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("PATH", str(tmp_path))  # no rabbitmq-server (and no apt-get) on PATH
+    with pytest.raises(RabbitMQMissing, match="--install-rabbitmq"):
+        ensure_rabbitmq(port, "127.0.0.1", timeout=1.0)

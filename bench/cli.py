@@ -1,4 +1,4 @@
-"""Command line of the benchmark: `python -m amqpd.bench {run,idle,startup} ...`.
+"""Command line of the benchmark: `python -m bench {run,idle,startup} ...` (`scripts/bench`).
 
 `run` (the default when the first argument is an option) is the PerfTest-style
 throughput/latency workload; `idle` opens many idle connections; `startup` times a
@@ -28,7 +28,7 @@ def _run_parser(sub: Any) -> None:
         "fanout exchange with N queues); consumers measure latency, loss "
         "and duplicates.",
     )
-    p.add_argument("--uri", default=DEFAULT_URI, help=f"broker URI (default {DEFAULT_URI})")
+    p.add_argument("--uri", default=DEFAULT_URI, help="broker URI (default %(default)s)")
     p.add_argument("-x", "--producers", type=int, default=1, help="producer connections")
     p.add_argument(
         "-y",
@@ -103,7 +103,7 @@ def _idle_parser(sub: Any) -> None:
         description="Opens N connections (each with channel 1), reports "
         "the time it took and the broker's RSS before and after.",
     )
-    p.add_argument("--uri", default=DEFAULT_URI, help="broker URI")
+    p.add_argument("--uri", default=DEFAULT_URI, help="broker URI (default %(default)s)")
     p.add_argument("-n", "--connections", type=int, default=1000)
     p.add_argument("--concurrency", type=int, default=50, help="handshakes in flight at once")
     p.add_argument(
@@ -225,7 +225,7 @@ def _cmd_startup(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m amqpd.bench` and `scripts/bench`; returns the exit code."""
+    """Entry point of `python -m bench` and `scripts/bench`; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv.insert(0, "run")

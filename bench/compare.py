@@ -1,10 +1,11 @@
-"""`scripts/compare`: the issue's workloads on amqpd and RabbitMQ back to back, as a table.
+"""`scripts/compare`: the benchmark workloads on amqpd and RabbitMQ back to back, as a table.
 
 For each chosen workload it starts a fresh amqpd (temp data dir, free port), runs the
-bench command against it, then runs the same command against RabbitMQ on --rabbit-port
-(installed and started first if nothing answers there), and prints both numbers with the
-ratio amqpd/RabbitMQ. Each measurement is a separate `python -m amqpd.bench ... --json`
-process; the exact commands are printed so any row can be re-run by hand.
+bench command against it, then runs the same command against RabbitMQ on --rabbit-port,
+and prints both numbers with the ratio amqpd/RabbitMQ. If nothing answers on that port, a
+RabbitMQ node is started there (installed with apt-get first only with
+--install-rabbitmq). Each measurement is a separate `python -m bench ... --json` process;
+the exact commands are printed so any row can be re-run by hand.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from .brokers import AmqpdProcess, ensure_rabbitmq, rabbitmq_command
+from .brokers import AmqpdProcess, RabbitMQMissing, ensure_rabbitmq, rabbitmq_command
+
+REPO_ROOT = Path(__file__).resolve().parent.parent  # where `python -m bench` finds bench/
 
 
 @dataclass(frozen=True)
@@ -75,10 +79,10 @@ WORKLOADS = {
 def _bench(args: list[str], show: bool) -> dict[str, Any]:
     # --json belongs to the bench, not to a command given after "--".
     split = args.index("--") if "--" in args else len(args)
-    command = [sys.executable, "-m", "amqpd.bench", *args[:split], "--json", *args[split:]]
+    command = [sys.executable, "-m", "bench", *args[:split], "--json", *args[split:]]
     if show:
         print("  $ python " + " ".join(command[1:]), flush=True)
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
     try:
         return dict(json.loads(done.stdout))
     except json.JSONDecodeError:
@@ -148,9 +152,24 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
 
 
+def workload_list() -> str:
+    """The workloads as the help text lists them: number, what it measures, bench command."""
+    lines = ["workloads:"]
+    for w in WORKLOADS.values():
+        duration = " -z SECONDS" if w.timed else ""
+        lines.append(f"  {w.number}  {w.title}")
+        lines.append(f"     bench {' '.join(w.args)}{duration}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of scripts/compare; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="compare", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="compare",
+        description=__doc__,
+        epilog=workload_list(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "-w",
         "--workloads",
@@ -168,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         "--rabbit-port",
         type=int,
         default=5673,
-        help="RabbitMQ AMQP port; started there if nothing answers",
+        help="RabbitMQ AMQP port; a node is started there if nothing answers",
+    )
+    parser.add_argument(
+        "--install-rabbitmq",
+        action="store_true",
+        help="if rabbitmq-server is missing, install it with apt-get (needs root)",
     )
     parser.add_argument("--rabbit-host", default="127.0.0.1")
     parser.add_argument(
@@ -184,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [WORKLOADS[int(n)] for n in args.workloads.split(",") if n.strip()]
     rabbit_uri = f"amqp://guest:guest@{args.rabbit_host}:{args.rabbit_port}/%2F"
     if any(w.number != 7 for w in chosen):
-        ensure_rabbitmq(args.rabbit_port, args.rabbit_host)
+        try:
+            ensure_rabbitmq(args.rabbit_port, args.rabbit_host, install=args.install_rabbitmq)
+        except RabbitMQMissing as missing:
+            print(f"compare: {missing}", file=sys.stderr)
+            return 2
     table: list[tuple[str, str, str, str, str, str]] = []
     raw: dict[str, Any] = {}
     for w in chosen:

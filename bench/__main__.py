@@ -1,4 +1,4 @@
-"""`python -m amqpd.bench`: run the benchmark command line."""
+"""`python -m bench`: run the benchmark command line."""
 
 import sys
 

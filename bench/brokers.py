@@ -2,9 +2,10 @@
 
 `AmqpdProcess` runs `python -m amqpd --port 0 --data-dir TMP` and learns the port from
 its ready line. `ensure_rabbitmq(port)` returns at once if something accepts AMQP on the
-port; otherwise it installs rabbitmq-server with apt-get when missing and starts a
-detached node bench@localhost on that port, waiting until a handshake succeeds. The
-RabbitMQ node is left running (it is slow to start and may be shared).
+port; otherwise it starts a detached node bench@localhost on that port and waits until a
+handshake succeeds. A missing rabbitmq-server raises `RabbitMQMissing` unless the caller
+passed install=True (then apt-get installs it). The RabbitMQ node is left running (it is
+slow to start and may be shared).
 """
 
 from __future__ import annotations
@@ -125,6 +126,10 @@ def rabbitmq_command(port: int, node: str, dist_port: int) -> tuple[list[str], d
     return ["rabbitmq-server"], env
 
 
+class RabbitMQMissing(Exception):
+    """Nothing answers on the port and rabbitmq-server is not installed."""
+
+
 def install_rabbitmq(log: Any = sys.stderr) -> None:
     """apt-get install rabbitmq-server (with apt-get update if the first try fails)."""
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -141,11 +146,18 @@ def ensure_rabbitmq(
     node: str = "bench@localhost",
     timeout: float = 180.0,
     log: Any = sys.stderr,
+    install: bool = False,
 ) -> None:
     """Make sure a RabbitMQ (or any AMQP broker) answers on host:port."""
     if amqp_answers(host, port):
         return
     if shutil.which("rabbitmq-server") is None:
+        if not install:
+            raise RabbitMQMissing(
+                f"nothing answers AMQP on {host}:{port} and rabbitmq-server is not installed: "
+                "start a RabbitMQ there, install it (apt-get install rabbitmq-server), or pass "
+                "--install-rabbitmq to let compare install it with apt-get"
+            )
         install_rabbitmq(log)
     argv, env = rabbitmq_command(port, node, port + 20000)
     print(f"compare: starting RabbitMQ node {node} on port {port}", file=log, flush=True)

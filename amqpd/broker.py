@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from amqpd.config import Config
-from amqpd.core.restore import restore
 from amqpd.core.vhost import VHost
+from amqpd.restore import restore
 from amqpd.scheduler import TickScheduler
 from amqpd.store import DurableStore, StoreFailed
 

@@ -49,11 +49,11 @@ from amqpd.core.errors import (
 )
 from amqpd.core.queue import Queue
 from amqpd.core.vhost import VHost
+from amqpd.encoding import erlang_binary
 from amqpd.flow import FlowControl
 from amqpd.handshake import BadProtocolHeader, Handshake, HandshakeFailed, Negotiated
 from amqpd.scheduler import TickScheduler
 from amqpd.transport import Clock, Timer, Transport
-from amqpd.wire.erlang import erlang_binary
 from amqpd.wire.frames import (
     FRAME_BODY,
     FRAME_HEADER,

@@ -13,7 +13,7 @@ import datetime
 import decimal
 from collections.abc import Mapping
 
-from amqpd.wire.erlang import erlang_binary
+from amqpd.encoding import erlang_binary
 
 X_MATCH = "x-match"
 _MODES = {

@@ -1,16 +1,28 @@
 """A published message as the broker keeps it: parsed once, delivered many times.
 
 The raw content-header payload and the body are kept as they arrived; only the fields the
-broker acts on are read out. `exchange_rk` is the exchange and routing key already encoded
-as two short strings, ready to splice into basic.deliver, get-ok and return frames.
+broker acts on are read out, by the codec, into `info` (any `ContentInfo`: in practice
+wire.content's `HeaderInfo`, which also knows how to decode its headers table, so this
+module needs no codec). `exchange_rk` is the exchange and routing key already encoded as
+two short strings, ready to splice into basic.deliver, get-ok and return frames.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-from amqpd.wire.content import HeaderInfo, decode_headers
-from amqpd.wire.methods import shortstr
+from amqpd.encoding import shortstr
+
+
+class ContentInfo(Protocol):
+    """The content-header properties the broker acts on, read out once by the codec."""
+
+    @property
+    def delivery_mode(self) -> int: ...
+
+    def decode_headers(self) -> dict[str, Any]:
+        """The headers table ({} if absent); called at most once per message."""
+        ...
 
 
 class Message:
@@ -32,7 +44,7 @@ class Message:
         exchange: str,
         routing_key: str,
         header: bytes,
-        info: HeaderInfo,
+        info: ContentInfo,
         body: bytes,
         exchange_rk: bytes | None = None,
     ) -> None:
@@ -53,5 +65,5 @@ class Message:
     def headers(self) -> dict[str, Any]:
         """The headers table, decoded the first time someone asks."""
         if self._headers is None:
-            self._headers = decode_headers(self.info.headers_raw)
+            self._headers = self.info.decode_headers()
         return self._headers

@@ -2,7 +2,8 @@
 
 `peek_header(payload)` parses a content-header frame payload only as far as needed and
 returns `HeaderInfo`: the body size, delivery_mode, priority, expiration and the raw bytes
-of the headers table (decoded on demand by `decode_headers`, for headers exchanges).
+of the headers table (decoded on demand by `HeaderInfo.decode_headers`, for headers
+exchanges).
 The raw payload itself is what gets delivered, so properties pass through byte for byte.
 `body_frames` splits a body for a receiver's frame_max.
 """
@@ -36,6 +37,8 @@ _USER_ID = 1 << 4
 
 
 class HeaderInfo(NamedTuple):
+    """What `peek_header` reads out; core's `ContentInfo` for a `Message`."""
+
     class_id: int
     weight: int
     body_size: int
@@ -44,6 +47,10 @@ class HeaderInfo(NamedTuple):
     expiration: str | None
     headers_raw: bytes | None
     user_id: str | None = None
+
+    def decode_headers(self) -> dict[str, Any]:
+        """The headers table, decoded from `headers_raw` by pamqp ({} if absent)."""
+        return decode_headers(self.headers_raw)
 
 
 class ContentHeaderError(Exception):

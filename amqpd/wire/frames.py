@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from amqpd.wire.erlang import erlang_binary
+from amqpd.encoding import erlang_binary
 
 FRAME_METHOD = 1
 FRAME_HEADER = 2

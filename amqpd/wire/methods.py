@@ -14,6 +14,7 @@ from typing import Any
 
 from pamqp import base, commands, decode, encode
 
+from amqpd.encoding import shortstr as shortstr  # re-exported: the codec's callers use it
 from amqpd.wire.frames import FRAME_END_BYTE, FRAME_METHOD, frame_head
 
 ACCESS_REQUEST = 0x001E000A  # access.request: obsolete, pamqp lacks it, RabbitMQ answers it
@@ -46,15 +47,6 @@ class UnknownMethodError(Exception):
     def __init__(self, index: int) -> None:
         super().__init__(f"unknown method {index >> 16}/{index & 0xFFFF}")
         self.index = index
-
-
-_LENGTH_OCTETS = [bytes((size,)) for size in range(256)]
-
-
-def shortstr(value: str | bytes) -> bytes:
-    """Length-prefixed short string, as the wire wants it."""
-    raw = value.encode() if isinstance(value, str) else value
-    return _LENGTH_OCTETS[len(raw)] + raw
 
 
 def _decode_publish(payload: bytes) -> tuple[str, str, bool, bool]:

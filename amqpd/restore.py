@@ -1,7 +1,9 @@
 """Rebuild a vhost from what its store recovered: durable topology, then messages.
 
 `restore(vhost, recovered)` runs once at start, before any client connects, with the
-vhost's store detached so that nothing recovered is written back. Entries that no longer
+vhost's store detached so that nothing recovered is written back. It joins three layers
+(store records, core objects, and the codec that parses the stored content headers), so
+it lives above all of them, next to the server that calls it. Entries that no longer
 make sense (an unknown exchange type, a binding to something missing, a message whose
 content header does not parse) are skipped and counted, never fatal.
 """
@@ -15,9 +17,9 @@ from amqpd.core.exchange import EXCHANGE_TYPES, Exchange
 from amqpd.core.message import Message
 from amqpd.core.queue import Queue
 from amqpd.core.vhost import VHost
+from amqpd.encoding import shortstr
 from amqpd.store import Recovered
 from amqpd.wire.content import ContentHeaderError, HeaderInfo, peek_header
-from amqpd.wire.methods import shortstr
 
 log = logging.getLogger("amqpd.restore")
 
@@ -44,26 +46,26 @@ def restore(vhost: VHost, recovered: Recovered) -> int:
                 internal=record.internal,
                 arguments=record.arguments,
             )
-        for record in recovered.queues:
-            queue = vhost.create_queue(
-                record.name,
+        for queue_record in recovered.queues:
+            created = vhost.create_queue(
+                queue_record.name,
                 durable=True,
                 exclusive_owner=None,
-                auto_delete=record.auto_delete,
-                arguments=record.arguments,
+                auto_delete=queue_record.auto_delete,
+                arguments=queue_record.arguments,
             )
-            queue.store = store
-        for record in recovered.bindings:
-            source = vhost.exchanges.get(record.source)
+            created.store = store
+        for binding in recovered.bindings:
+            source = vhost.exchanges.get(binding.source)
             destination: Queue | Exchange | None = (
-                vhost.queues.get(record.destination)
-                if record.destination_kind == "queue"
-                else vhost.exchanges.get(record.destination)
+                vhost.queues.get(binding.destination)
+                if binding.destination_kind == "queue"
+                else vhost.exchanges.get(binding.destination)
             )
             if source is None or destination is None:
                 skipped += 1
                 continue
-            source.bind(destination, record.routing_key, record.arguments)
+            source.bind(destination, binding.routing_key, binding.arguments)
             destination.bound_from.add(source)
         # Many messages share a content header and an exchange/routing key: parse and
         # encode each distinct one once, and share the bytes.

@@ -1,6 +1,21 @@
-"""Render bytes the way RabbitMQ's reply texts show Erlang binaries (`<<"abc">>`, `<<0,50>>`)."""
+"""Pure encodings shared by `wire/` and `core/`; the bottom layer, importing nothing of amqpd.
+
+`shortstr` is AMQP's length-prefixed short string (a message keeps its exchange and
+routing key in that form, ready to splice into deliveries); `erlang_binary` renders bytes
+the way RabbitMQ's reply texts show Erlang binaries (`<<"abc">>`, `<<0,50>>`), for the
+error texts of both the frame reader and the headers exchange.
+"""
 
 from __future__ import annotations
+
+_LENGTH_OCTETS = tuple(bytes((size,)) for size in range(256))
+
+
+def shortstr(value: str | bytes) -> bytes:
+    """Length-prefixed short string, as the wire wants it."""
+    raw = value.encode() if isinstance(value, str) else value
+    return _LENGTH_OCTETS[len(raw)] + raw
+
 
 _ESCAPES = {
     0x22: '\\"', 0x5C: "\\\\", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t",

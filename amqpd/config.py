@@ -19,8 +19,9 @@ from typing import Any, NoReturn
 
 import yaml
 
+from amqpd.store.log import FSYNC_POLICIES  # the store defines what its policies are
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
-FSYNC_POLICIES = ("always", "interval", "never")
 
 
 class ConfigError(Exception):

@@ -48,8 +48,6 @@ REPLY_NAMES = {
 class AMQPError(Exception):
     """An error with a reply code; `text` is the full reply text, name prefix included."""
 
-    hard = False
-
     def __init__(self, code: int, detail: str, index: int = 0) -> None:
         self.code = code
         self.index = index  # class_id << 16 | method_id of the method at fault, 0 if none
@@ -63,8 +61,6 @@ class ChannelError(AMQPError):
 
 class ConnectionError_(AMQPError):  # noqa: N801 - the builtin name is taken
     """Closes the whole connection."""
-
-    hard = True
 
 
 def truncate_reply_text(text: str) -> str:

@@ -58,7 +58,6 @@ class Queue:
         self.messages: deque[Entry] = deque()
         self.consumers: deque[Consumer] = deque()
         self.bound_from: set[Any] = set()  # exchanges that may hold bindings to this queue
-        self.unacked = 0  # delivered with manual ack and not yet settled
         self.had_consumer = False
         self.deleted = False
         self.dispatch_pending = False

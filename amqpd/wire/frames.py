@@ -3,8 +3,8 @@
 `FrameReader.feed(data)` returns every complete frame in the data seen so far as
 `(frame_type, channel, payload)` tuples and keeps the incomplete rest; bytes may arrive in
 any split, down to one at a time. A malformed frame raises `FrameError` carrying the
-connection-level reply text RabbitMQ would send. The protocol header is read separately
-by `read_protocol_header`.
+connection-level reply text RabbitMQ would send (the close is always 501 FRAME_ERROR). The
+protocol header that precedes the first frame is checked by the connection's handshake.
 """
 
 from __future__ import annotations
@@ -30,26 +30,13 @@ HEARTBEAT_FRAME = _frame_head.pack(FRAME_HEARTBEAT, 0, 0) + FRAME_END_BYTE
 class FrameError(Exception):
     """The peer broke framing; the connection must close with 501 FRAME_ERROR."""
 
-    reply_code = 501
-
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
 
 
-def read_protocol_header(data: bytes) -> bool | None:
-    """None while fewer than 8 bytes are known, else whether they are our protocol header."""
-    if len(data) < 8:
-        return None
-    return bytes(data[:8]) == PROTOCOL_HEADER
-
-
 def frame_head(frame_type: int, channel: int, size: int) -> bytes:
     return _frame_head.pack(frame_type, channel, size)
-
-
-def encode_frame(frame_type: int, channel: int, payload: bytes) -> bytes:
-    return _frame_head.pack(frame_type, channel, len(payload)) + payload + FRAME_END_BYTE
 
 
 class FrameReader:

@@ -178,14 +178,6 @@ def deliver_parts(channel: int, consumer_tag: bytes, exchange_rk: bytes) -> tupl
 pack_tag_bits = _tag_bits.pack
 
 
-def encode_deliver(
-    channel: int, consumer_tag: bytes, delivery_tag: int, redelivered: bool, exchange_rk: bytes
-) -> bytes:
-    """basic.deliver; consumer_tag and exchange_rk are already shortstr-encoded."""
-    prefix, suffix = deliver_parts(channel, consumer_tag, exchange_rk)
-    return prefix + pack_tag_bits(delivery_tag, redelivered) + suffix
-
-
 def encode_get_ok(
     channel: int, delivery_tag: int, redelivered: bool, exchange_rk: bytes, message_count: int
 ) -> bytes:

@@ -173,7 +173,8 @@ class Queue:
                 consumer.deliver(self, seq, message, redelivered)
                 if not consumers or consumers[0] is not consumer:
                     break
-            consumers = self.consumers if len(self.consumers) > 1 else ()
+            # An empty tuple ends the round robin below without allocating a deque.
+            consumers = self.consumers if len(self.consumers) > 1 else ()  # type: ignore[assignment]
         while messages and consumers:
             for _ in range(len(consumers)):
                 consumer = consumers[0]

@@ -50,7 +50,10 @@ class HeaderInfo(NamedTuple):
 
     def decode_headers(self) -> dict[str, Any]:
         """The headers table, decoded from `headers_raw` by pamqp ({} if absent)."""
-        return decode_headers(self.headers_raw)
+        raw = self.headers_raw
+        if not raw:
+            return {}
+        return decode.field_table(raw)[1]  # as decode_headers(raw), one call fewer
 
 
 class ContentHeaderError(Exception):

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-_REEXEC = "AMQPD_SCRIPT_REEXEC"
+_REEXEC = "BENCH_VENV_REEXEC"  # not AMQPD_*: amqpd reads (and may check) those
 
 
 def use_project_python(root: Path, module: str = "pamqp") -> None:

@@ -135,7 +135,7 @@ def test_scripts_find_the_project_venv(script: str) -> None:
     venv_python = ROOT / ".venv" / "bin" / "python"
     if not venv_python.exists():
         pytest.skip("no .venv in the repository (the README's setup creates it)")
-    env = {k: v for k, v in os.environ.items() if k != "AMQPD_SCRIPT_REEXEC"}
+    env = {k: v for k, v in os.environ.items() if k != "BENCH_VENV_REEXEC"}
     done = subprocess.run(
         [sys.executable, "-S", str(ROOT / "scripts" / script), "--help"],
         cwd="/",

@@ -27,10 +27,13 @@ from amqpd.store.records import (
 
 
 class Store(Protocol):
-    on_durable: Callable[[int], None] | None
-    on_pending: Callable[[], None] | None
-    on_fatal: Callable[[BaseException], None] | None
-    disk_full: bool
+    # Callbacks set by the broker; whatever they return is ignored.
+    on_durable: Callable[[int], object] | None
+    on_pending: Callable[[], object] | None
+    on_fatal: Callable[[BaseException], object] | None
+
+    @property
+    def disk_full(self) -> bool: ...
 
     @property
     def ticket(self) -> int: ...

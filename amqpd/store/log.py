@@ -105,11 +105,11 @@ class DurableStore:
         self._quarantined: list[Path] = []
         self.fsync = fsync
         self._interval = max(0, fsync_interval_ms) / 1000.0
-        self.on_durable: Callable[[int], None] | None = None
+        self.on_durable: Callable[[int], object] | None = None
         # Called on the appending thread when the first record after a flush() arrives,
         # so the owner can schedule the next flush().
-        self.on_pending: Callable[[], None] | None = None
-        self.on_fatal: Callable[[BaseException], None] | None = None
+        self.on_pending: Callable[[], object] | None = None
+        self.on_fatal: Callable[[BaseException], object] | None = None
         # event-loop side
         self._ok = True  # False once failed or closed: the calls then go through _check()
         self._pending: list[Any] = []

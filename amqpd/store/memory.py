@@ -21,11 +21,11 @@ from amqpd.store.records import (
 
 class MemoryStore:
     def __init__(self) -> None:
-        self.on_durable: Callable[[int], None] | None = None
+        self.on_durable: Callable[[int], object] | None = None
         # Called on the appending thread when the first record after a flush() arrives,
         # so the owner can schedule the next flush().
-        self.on_pending: Callable[[], None] | None = None
-        self.on_fatal: Callable[[BaseException], None] | None = None
+        self.on_pending: Callable[[], object] | None = None
+        self.on_fatal: Callable[[BaseException], object] | None = None
         self.disk_full = False
         self._ticket = 0
         self._durable = 0

@@ -21,6 +21,8 @@ from amqpd.core.vhost import VHost
 from amqpd.restore import restore
 from amqpd.scheduler import TickScheduler
 from amqpd.store import DurableStore, StoreFailed
+from amqpd.timers import LoopClock
+from amqpd.wire.content import peek_header
 
 if TYPE_CHECKING:
     from amqpd.connection import Connection
@@ -54,7 +56,13 @@ class Broker:
             )
             recovered = store.recover()
             self.stores.append(store)
-            vhost = VHost(name, schedule=self.scheduler.dispatch, store=store)
+            vhost = VHost(
+                name,
+                schedule=self.scheduler.dispatch,
+                store=store,
+                clock=LoopClock(self.loop),
+                parse_header=peek_header,
+            )
             restore(vhost, recovered)
             store.on_pending = lambda store=store: self.scheduler.flush_store(store)
             store.on_durable = lambda ticket, vhost=vhost: self.loop.call_soon_threadsafe(

@@ -39,6 +39,9 @@ from amqpd.core.errors import (
 )
 from amqpd.core.message import Message
 from amqpd.core.naming import generated_consumer_tag, generated_queue_name
+from amqpd.core.queue import Queue
+from amqpd.core.reply_to import REPLY_TO
+from amqpd.core.table import replace_reply_to, reply_to_of
 from amqpd.deliveries import Deliveries
 from amqpd.transactions import TxBuffer
 from amqpd.wire.content import body_frames, header_frame
@@ -56,7 +59,9 @@ from amqpd.wire.methods import (
 
 __all__ = ["Channel", "ChannelHost"]
 
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+DIRECT_REPLY_TO = REPLY_TO
+_REPLY_TO_FLAG = 0x02  # the reply-to property bit in the first byte of the property flags
+_REPLY_TO = REPLY_TO.encode()
 
 # Methods whose reply promises a durable change (when the entities involved are durable):
 # topology changes, and tx.commit of persistent messages.
@@ -95,6 +100,7 @@ class Channel:
         self.tx = TxBuffer()
         self.confirms: Confirms | None = None  # set by confirm.select
         self.last_queue = ""
+        self.reply_queue: Queue | None = None  # this channel's direct reply-to pseudo-queue
         self._last_target: Any = None  # the exchange of the last publish, checked
         self._holding = False  # collecting the replies of a topology method
         self._held_now: list[bytes] = []
@@ -203,9 +209,8 @@ class Channel:
         """Send one ack covering every publish confirmed since the last flush."""
         confirms = self.confirms
         if confirms is not None and self.open and not self.closing:
-            ack = confirms.take_ack()
-            if ack is not None:
-                self.host.send(encode_confirm(self.number, ack[0], ack[1]))
+            for tag, multiple, ack in confirms.take():
+                self.host.send(encode_confirm(self.number, tag, multiple, ack))
 
     # -- channel, exchange and queue methods --------------------------------------------
 
@@ -273,9 +278,14 @@ class Channel:
         else:
             if server_named:
                 name = generated_queue_name()
-            else:
+            elif name != DIRECT_REPLY_TO:
                 self.vhost.check_queue_name(name)
             self.access.check("configure", "queue", name)
+            dlx = (args.arguments or {}).get("x-dead-letter-exchange")
+            if isinstance(dlx, str | bytes):  # as RabbitMQ: read the queue, write the DLX
+                self.access.check("read", "queue", name)
+                dlx_name = dlx.decode(errors="replace") if isinstance(dlx, bytes) else dlx
+                self.access.check("write", "exchange", dlx_name or "amq.default")
         queue = self.vhost.declare_queue(
             name,
             owner=self.host,
@@ -344,6 +354,8 @@ class Channel:
 
     def _on_content(self, message: Message, mandatory: bool) -> None:
         """A publish is complete: route it now, or at tx.commit."""
+        if message.header[12] & _REPLY_TO_FLAG and reply_to_of(message.header) == _REPLY_TO:
+            self._direct_reply_to(message)
         exchange = self._last_target
         if exchange is None or exchange.name != message.exchange or exchange.deleted:
             exchange = self._publish_target(message.exchange)  # publishers mostly repeat it
@@ -351,6 +363,12 @@ class Channel:
             self.tx.add(lambda: self._route(exchange, message, mandatory))
             return
         self._route(exchange, message, mandatory)
+
+    def _direct_reply_to(self, message: Message) -> None:
+        """A request asking for a direct reply: name this channel's pseudo-queue in it."""
+        if self.reply_queue is None:
+            raise ChannelError(PRECONDITION_FAILED, "fast reply consumer does not exist")
+        message.header = replace_reply_to(message.header, self.reply_queue.name)
 
     def _publish_target(self, exchange_name: str) -> Any:
         last = self._last_target
@@ -369,7 +387,8 @@ class Channel:
         return exchange
 
     def _route(self, exchange: Any, message: Message, mandatory: bool) -> None:
-        queues, ticket = self.vhost.publish(exchange, message)
+        vhost = self.vhost
+        queues, ticket = vhost.publish(exchange, message)
         if not queues:
             if mandatory:
                 self._return(message, 312, "NO_ROUTE")
@@ -380,7 +399,8 @@ class Channel:
         confirms = self.confirms
         if confirms is not None:
             durability = self.durability
-            state = confirms.insert(ticket, durability.ticket)
+            refused = vhost.refused if vhost.rejecting else False
+            state = confirms.insert(ticket, durability.ticket, refused)
             if state == READY:
                 self.host.request_flush(self)
             elif state == WAIT_FIRST:
@@ -432,12 +452,18 @@ class Channel:
         self.kick_consumers()
 
     def _on_consume(self, args: commands.Basic.Consume) -> None:
-        if args.queue == DIRECT_REPLY_TO and not args.no_ack:
-            raise ChannelError(PRECONDITION_FAILED, "reply consumer cannot acknowledge")
-        name = self._queue_name(args.queue)
-        self.access.check("read", "queue", name)
-        queue = self.vhost.queue(name, self.host)
-        validate_consumer_arguments(queue.name, self.vhost.name, args.arguments or {})
+        if args.queue == DIRECT_REPLY_TO:
+            if not args.no_ack:
+                raise ChannelError(PRECONDITION_FAILED, "reply consumer cannot acknowledge")
+            if self.reply_queue is not None:
+                raise ChannelError(PRECONDITION_FAILED, "reply consumer already set")
+            queue = self.vhost.reply_queues.open()
+        else:
+            name = self._queue_name(args.queue)
+            self.access.check("read", "queue", name)
+            queue = self.vhost.queue(name, self.host)
+        arguments = args.arguments or {}
+        validate_consumer_arguments(queue.name, self.vhost.name, arguments)
         tag = args.consumer_tag or generated_consumer_tag()
         if tag in self.consumers:
             raise ConnectionError_(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'")
@@ -455,9 +481,12 @@ class Channel:
             prefetch=self.deliveries.prefetch,
         )
         self.consumers[tag] = consumer
+        if args.queue == DIRECT_REPLY_TO:
+            self.reply_queue = queue
         if not args.nowait:
             self.reply(commands.Basic.ConsumeOk(consumer_tag=tag))
-        queue.add_consumer(consumer)
+        priority = arguments.get("x-priority", 0)  # validated: an integer
+        queue.add_consumer(consumer, priority if isinstance(priority, int) else 0)
 
     def _on_cancel(self, args: commands.Basic.Cancel) -> None:
         consumer = self.consumers.pop(args.consumer_tag or "", None)
@@ -470,6 +499,10 @@ class Channel:
         consumer.attached = False
         queue = consumer.queue
         queue.remove_consumer(consumer)
+        if queue is self.reply_queue:
+            self.vhost.reply_queues.close(queue)
+            self.reply_queue = None
+            return
         self.vhost.consumer_removed(queue)
 
     def consumer_queue_deleted(self, consumer: ChannelConsumer) -> None:
@@ -499,16 +532,16 @@ class Channel:
             message,
         )
 
-    def _settle(self, tag: int, multiple: bool, requeue: bool) -> None:
+    def _settle(self, tag: int, multiple: bool, requeue: bool, rejected: bool = False) -> None:
         if self.tx.active:
             self.deliveries.check_known(tag, multiple)
-            self.tx.add(lambda: self._settle_now(tag, multiple, requeue))
+            self.tx.add(lambda: self._settle_now(tag, multiple, requeue, rejected))
             return
-        if self.deliveries.settle(tag, multiple, requeue):
+        if self.deliveries.settle(tag, multiple, requeue, rejected):
             self.kick_consumers()
 
-    def _settle_now(self, tag: int, multiple: bool, requeue: bool) -> None:
-        if self.deliveries.settle(tag, multiple, requeue):
+    def _settle_now(self, tag: int, multiple: bool, requeue: bool, rejected: bool) -> None:
+        if self.deliveries.settle(tag, multiple, requeue, rejected):
             self.kick_consumers()
 
     def _on_ack(self, args: tuple[int, bool]) -> None:
@@ -517,11 +550,11 @@ class Channel:
 
     def _on_reject(self, args: tuple[int, bool]) -> None:
         tag, requeue = args
-        self._settle(tag, False, requeue)
+        self._settle(tag, False, requeue, rejected=True)
 
     def _on_nack(self, args: tuple[int, bool, bool]) -> None:
         tag, multiple, requeue = args
-        self._settle(tag, multiple, requeue)
+        self._settle(tag, multiple, requeue, rejected=True)
 
     def _on_recover(self, args: commands.Basic.Recover) -> None:
         if not args.requeue:

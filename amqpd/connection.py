@@ -87,6 +87,7 @@ CHANNEL_CLOSE = commands.Channel.Close.index
 CHANNEL_CLOSE_OK = commands.Channel.CloseOk.index
 CONNECTION_CLOSE = commands.Connection.Close.index
 CONNECTION_CLOSE_OK = commands.Connection.CloseOk.index
+CONNECTION_UPDATE_SECRET = commands.Connection.UpdateSecret.index
 BASIC_PUBLISH = commands.Basic.Publish.index
 
 # The one client method each handshake state accepts.
@@ -397,6 +398,10 @@ class Connection:
             self._send_method(0, commands.Connection.CloseOk())
             self.flush()
             self._linger()
+        elif index == CONNECTION_UPDATE_SECRET:
+            # RabbitMQ re-checks the secret with its auth backend; for its internal
+            # (password) backend that always succeeds: the connection carries on.
+            self._send_method(0, commands.Connection.UpdateSecretOk())
         elif index != CONNECTION_CLOSE_OK:
             raise _hard(CHANNEL_ERROR, "unexpected method in connection state running", index)
 

@@ -76,10 +76,11 @@ class Deliveries:
         if tag not in self.unacked and not (multiple and tag == 0):
             raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
 
-    def settle(self, tag: int, multiple: bool, requeue: bool) -> bool:
+    def settle(self, tag: int, multiple: bool, requeue: bool, rejected: bool = False) -> bool:
         """ack (requeue False), nack or reject: True if every consumer of the channel may
-        have room now (global prefetch), else the queues that gained room are kicked."""
-        return self._settle(self._take(tag, multiple), requeue)
+        have room now (global prefetch), else the queues that gained room are kicked.
+        Messages `rejected` without requeue go to their queue's dead-letter exchange."""
+        return self._settle(self._take(tag, multiple), requeue, rejected)
 
     def recover(self) -> bool:
         """basic.recover: requeue everything unacked; True as `settle`."""
@@ -119,7 +120,7 @@ class Deliveries:
             raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
         return [entry]
 
-    def _settle(self, entries: list[Unacked], requeue: bool) -> bool:
+    def _settle(self, entries: list[Unacked], requeue: bool, rejected: bool = False) -> bool:
         kicked: set[Queue] = set()
         last = None
         for queue, _seq, message, consumer in entries:
@@ -129,8 +130,11 @@ class Deliveries:
                     last = consumer
                     if consumer.attached:
                         kicked.add(consumer.queue)
-            if message.store_id and not requeue:
-                queue.settled(message)
+            if not requeue:
+                if rejected and queue.dlx is not None:
+                    queue.reject(message)
+                elif message.store_id:
+                    queue.settled(message)
         if requeue:
             _requeue(entries)
         if self.global_prefetch:

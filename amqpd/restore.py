@@ -3,9 +3,11 @@
 `restore(vhost, recovered)` runs once at start, before any client connects, with the
 vhost's store detached so that nothing recovered is written back. It joins three layers
 (store records, core objects, and the codec that parses the stored content headers), so
-it lives above all of them, next to the server that calls it. Entries that no longer
-make sense (an unknown exchange type, a binding to something missing, a message whose
-content header does not parse) are skipped and counted, never fatal.
+it lives above all of them, next to the server that calls it. Messages load on a stopped
+clock; once the store is back, each queue expires (and dead-letters, durably) what ran
+out while the broker was down, from the arrival times stored with the messages. Entries
+that no longer make sense (an unknown exchange type, a binding to something missing, a
+message whose content header does not parse) are skipped and counted, never fatal.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from __future__ import annotations
 import gc
 import logging
 
+from amqpd.core.clock import ManualClock
 from amqpd.core.exchange import EXCHANGE_TYPES, Exchange
 from amqpd.core.message import Message
 from amqpd.core.queue import Queue
+from amqpd.core.ttl import split_arrival
 from amqpd.core.vhost import VHost
 from amqpd.encoding import shortstr
 from amqpd.store import Recovered
@@ -71,22 +75,31 @@ def restore(vhost: VHost, recovered: Recovered) -> int:
         # encode each distinct one once, and share the bytes.
         headers: dict[bytes, tuple[bytes, HeaderInfo]] = {}
         names: dict[tuple[str, str], bytes] = {}
+        stopped = ManualClock(start=0)
+        for loading in vhost.queues.values():
+            loading.clock = stopped
+        now = vhost.clock.now()
         for queue_name, messages in recovered.messages.items():
             queue = vhost.queues.get(queue_name)
             if queue is None:
                 skipped += len(messages)
                 continue
             for recovered_message in messages:
-                parsed = headers.get(recovered_message.header)
+                stored = recovered_message.header
+                parsed = headers.get(stored)
+                arrived = now
                 if parsed is None:
+                    header, arrived = split_arrival(stored)
                     try:
-                        info = peek_header(recovered_message.header)
+                        info = peek_header(header)
                     except ContentHeaderError:
                         skipped += 1
                         continue
-                    parsed = (recovered_message.header, info)
-                    if len(headers) < 100_000:
-                        headers[recovered_message.header] = parsed
+                    parsed = (header, info)
+                    if not arrived:
+                        arrived = now
+                        if len(headers) < 100_000:
+                            headers[stored] = parsed
                 pair = (recovered_message.exchange, recovered_message.routing_key)
                 exchange_rk = names.get(pair)
                 if exchange_rk is None:
@@ -95,12 +108,15 @@ def restore(vhost: VHost, recovered: Recovered) -> int:
                     pair[0], pair[1], parsed[0], parsed[1], recovered_message.body, exchange_rk
                 )
                 message.store_id = recovered_message.message_id
+                message.arrived = arrived
                 queue.enqueue(message, redelivered=recovered_message.delivered)
         vhost.next_message_id = max(vhost.next_message_id, recovered.next_message_id)
     finally:
         vhost.store = store
         if collecting:
             gc.enable()
+    for queue in list(vhost.queues.values()):
+        queue.use_clock(vhost.clock)
     if skipped:
         log.warning(
             "vhost %s: skipped %d recovered entries that no longer fit", vhost.name, skipped

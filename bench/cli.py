@@ -93,6 +93,20 @@ def _run_parser(sub: Any) -> None:
         default=10.0,
         help="give up waiting for deliveries/confirms after this many idle s",
     )
+    p.add_argument(
+        "--max-priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="declare priority queues (x-max-priority N); publish batches cycle priorities 0..N-1",
+    )
+    p.add_argument(
+        "--message-ttl",
+        type=int,
+        default=-1,
+        metavar="MS",
+        help="declare queues with x-message-ttl MS",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -187,6 +201,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         producer_procs=args.producer_procs,
         consumer_procs=args.consumer_procs,
         drain_timeout=args.drain_timeout,
+        max_priority=args.max_priority,
+        message_ttl=args.message_ttl,
     )
     try:
         cfg.validate()

@@ -46,7 +46,9 @@ async def _topology(cfg: RunConfig, create: bool) -> None:
                 )
             for name in cfg.queues():
                 await client.rpc(
-                    commands.Queue.Declare(queue=name, durable=cfg.persistent),
+                    commands.Queue.Declare(
+                        queue=name, durable=cfg.persistent, arguments=cfg.queue_arguments()
+                    ),
                     commands.Queue.DeclareOk,
                 )
                 await client.rpc(commands.Queue.Purge(queue=name), commands.Queue.PurgeOk)

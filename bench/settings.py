@@ -32,7 +32,18 @@ class RunConfig:
     producer_procs: int = 1
     consumer_procs: int = 1
     drain_timeout: float = 10.0
+    max_priority: int = 0  # > 0: priority queues (x-max-priority); batches cycle 0..N-1
+    message_ttl: int = -1  # >= 0: queues with this x-message-ttl (ms)
     run_id: str = field(default="")
+
+    def queue_arguments(self) -> dict[str, int]:
+        """The x- arguments the run's queues are declared with."""
+        arguments = {}
+        if self.max_priority:
+            arguments["x-max-priority"] = self.max_priority
+        if self.message_ttl >= 0:
+            arguments["x-message-ttl"] = self.message_ttl
+        return arguments
 
     @property
     def queue_count(self) -> int:
@@ -74,5 +85,7 @@ class RunConfig:
             raise ValueError("--multi-ack-every larger than prefetch (-q) would stall")
         if self.count <= 0 and self.duration <= 0:
             raise ValueError("give a duration (-z) or a message count (-C)")
+        if not 0 <= self.max_priority <= 255:
+            raise ValueError("--max-priority must be between 0 and 255")
         if self.producers >= 1 << 15:
             raise ValueError("too many producers")

@@ -73,6 +73,7 @@ class PublishTemplate:
         frame_max: int,
         persistent: bool = False,
         mandatory: bool = False,
+        priorities: int = 0,
     ) -> None:
         if size < STAMP_SIZE:
             raise ValueError(f"message size must be at least {STAMP_SIZE} bytes")
@@ -87,6 +88,16 @@ class PublishTemplate:
         else:
             props = struct.pack(">H", 0)
         header = struct.pack(">HHQ", 60, 0, size) + props
+        # With priorities, one header per priority (bit 11); `encode` picks one per batch
+        # (per message would scramble the order the bench's loss accounting relies on).
+        headers = [header]
+        if priorities:
+            flags = 0x1800 if persistent else 0x0800
+            mode = b"\x02" if persistent else b""
+            headers = [
+                struct.pack(">HHQH", 60, 0, size, flags) + mode + bytes([level])
+                for level in range(priorities)
+            ]
         chunk = max(frame_max - 8, STAMP_SIZE) if frame_max else size
         filler = bytes(size - STAMP_SIZE)
         first = min(size, chunk)
@@ -98,17 +109,18 @@ class PublishTemplate:
             piece = filler[offset : offset + chunk]
             suffix_parts.append(frame(FRAME_BODY, channel, piece))
             offset += len(piece)
-        self.prefix: bytes = (
-            frame(FRAME_METHOD, channel, method)
-            + frame(FRAME_HEADER, channel, header)
-            + body_frames[0]
-        )
+        method_frame = frame(FRAME_METHOD, channel, method)
+        self.prefixes: list[bytes] = [
+            method_frame + frame(FRAME_HEADER, channel, each) + body_frames[0] for each in headers
+        ]
+        self.prefix: bytes = self.prefixes[0]
         self.suffix: bytes = b"".join(suffix_parts)
         self.size = size
 
-    def encode(self, keys: Iterable[int], ts: int) -> bytes:
-        """Wire bytes of one message per key, all stamped with send time `ts`."""
-        prefix, suffix, pack = self.prefix, self.suffix, STAMP.pack
+    def encode(self, keys: Iterable[int], ts: int, level: int = 0) -> bytes:
+        """Wire bytes of one message per key, all stamped with send time `ts` (and all with
+        priority `level` when the template has priorities)."""
+        prefix, suffix, pack = self.prefixes[level % len(self.prefixes)], self.suffix, STAMP.pack
         return b"".join([prefix + pack(key, ts) + suffix for key in keys])
 
     @property

@@ -175,8 +175,11 @@ class Producer(BenchClient):
             self.frame_max,
             cfg.persistent,
             cfg.mandatory,
+            cfg.max_priority,
         )
         prefix, suffix, pack = template.prefix, template.suffix, STAMP.pack
+        levels = len(template.prefixes) > 1
+        batch = 0  # with priorities, each batch of publishes gets the next level
         batch_max = max(1, min(2000, 65536 // template.wire_size))
         key_base = self.producer_id << PRODUCER_SHIFT
         window, count, rate = cfg.confirm, cfg.count, cfg.rate
@@ -216,9 +219,13 @@ class Producer(BenchClient):
                 continue
             ts = clock()
             stop = seq + n
-            transport.write(
-                b"".join([prefix + pack(key_base | s, ts) + suffix for s in range(seq, stop)])
-            )
+            keys = range(key_base | seq, key_base | stop)
+            if levels:
+                data = template.encode(keys, ts, batch)
+                batch += 1
+            else:
+                data = b"".join([prefix + pack(key, ts) + suffix for key in keys])
+            transport.write(data)
             if window:
                 self._batches.append([seq + 1, stop, ts])
             seq = stop

@@ -14,6 +14,28 @@ from amqpd.core.equivalence import amqp_type_name
 from amqpd.core.errors import PRECONDITION_FAILED, ChannelError
 
 QUEUE_TYPES = ("classic", "quorum")  # quorum queues are served as classic ones
+# Queue arguments RabbitMQ knows that amqpd accepts without acting on them (storage and
+# cluster placement hints with no single-node behaviour to copy): a declare logs a warning.
+NOT_ENFORCED = (
+    "x-queue-mode",
+    "x-queue-version",
+    "x-queue-master-locator",
+    "x-queue-leader-locator",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-dead-letter-strategy",
+    "x-quorum-initial-group-size",
+)
+# Arguments RabbitMQ knows but a quorum queue refuses (3.10).
+NOT_FOR_QUORUM = (
+    "x-max-priority",
+    "x-queue-mode",
+    "x-queue-version",
+    "x-queue-master-locator",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
+    "x-initial-cluster-size",
+)
 QUEUE_MODES = ("default", "lazy")
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 STRING_QUEUE_ARGUMENTS = ("x-dead-letter-exchange", "x-dead-letter-routing-key")
@@ -102,3 +124,39 @@ def validate_consumer_arguments(queue: str, vhost: str, arguments: dict[str, Any
     if "x-priority" in arguments and not _is_int(arguments["x-priority"]):
         detail = f'"expected integer, got {amqp_type_name(arguments["x-priority"])}"'
         raise _invalid("x-priority", "queue", queue, vhost, detail)
+
+
+def is_quorum(arguments: dict[str, Any]) -> bool:
+    kind = arguments.get("x-queue-type")
+    return kind == "quorum" or kind == b"quorum"
+
+
+def validate_quorum_declare(
+    name: str,
+    vhost: str,
+    *,
+    durable: bool,
+    exclusive: bool,
+    auto_delete: bool,
+    server_named: bool,
+    arguments: dict[str, Any],
+) -> None:
+    """What RabbitMQ 3.10 refuses when declaring a quorum queue, in its order and words."""
+    for refused, prop in ((auto_delete, "auto-delete"), (exclusive, "exclusive-owner"),
+                          (not durable, "non-durable")):  # fmt: skip
+        if refused:
+            raise ChannelError(
+                PRECONDITION_FAILED,
+                f"invalid property '{prop}' for queue '{name}' in vhost '{vhost}'",
+            )
+    if server_named:
+        raise ChannelError(
+            PRECONDITION_FAILED, "Cannot declare a server-named queue for type rabbit_quorum_queue"
+        )
+    for arg in NOT_FOR_QUORUM:
+        if arg in arguments:
+            raise ChannelError(
+                PRECONDITION_FAILED,
+                f"invalid arg '{arg}' for queue '{name}' in vhost '{vhost}' "
+                "of queue type rabbit_quorum_queue",
+            )

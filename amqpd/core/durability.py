@@ -53,18 +53,22 @@ class Durability:
 class Confirms:
     """Publisher confirms of one channel: sequence numbers, their tickets, what to ack."""
 
-    __slots__ = ("seq", "ready", "sent", "_waiting")
+    __slots__ = ("seq", "ready", "sent", "_waiting", "_nacks")
 
     def __init__(self) -> None:
         self.seq = 0  # publishes counted in confirm mode (the client's delivery tags)
         self.ready = 0  # highest of them that may be acked now
         self.sent = 0  # highest of them acked on the wire
         self._waiting: deque[tuple[int, int]] = deque()  # (publish seq, store ticket)
+        self._nacks: deque[int] = deque()  # publishes refused by a queue (reject-publish)
 
-    def insert(self, ticket: int, durable: int) -> int:
+    def insert(self, ticket: int, durable: int, nack: bool = False) -> int:
         """Count a publish whose ack needs store `ticket` durable (0: nothing stored),
-        `durable` being the current durable ticket. Returns READY, WAIT_FIRST or WAIT."""
+        `durable` being the current durable ticket (`nack`: answer it with a nack, in
+        its turn). Returns READY, WAIT_FIRST or WAIT."""
         seq = self.seq = self.seq + 1
+        if nack:
+            self._nacks.append(seq)
         waiting = self._waiting
         if waiting or ticket > durable:
             waiting.append((seq, ticket))
@@ -96,3 +100,24 @@ class Confirms:
         multiple = upto - self.sent > 1
         self.sent = upto
         return upto, multiple
+
+    def take(self) -> list[tuple[int, bool, bool]]:
+        """The confirms to send now, in order, as (delivery tag, multiple, ack): acks
+        cover runs, each refused publish gets its own nack."""
+        nacks = self._nacks
+        if not nacks:
+            ack = self.take_ack()
+            return [] if ack is None else [(ack[0], ack[1], True)]
+        upto = self.ready
+        sent = self.sent
+        out: list[tuple[int, bool, bool]] = []
+        while nacks and nacks[0] <= upto:
+            refused = nacks.popleft()
+            if refused - 1 > sent:
+                out.append((refused - 1, refused - 1 - sent > 1, True))
+            out.append((refused, False, False))
+            sent = refused
+        if upto > sent:
+            out.append((upto, upto - sent > 1, True))
+        self.sent = max(sent, upto)
+        return out

@@ -3,8 +3,9 @@
 Each exchange keeps its bindings as `(destination, routing_key, args_key) -> arguments`,
 where a destination is a queue or another exchange, and a type-specific index for routing:
 a dict for direct, a set for fanout, a word trie for topic, a list for headers.
-`route(message)` returns the destinations of one hop; following exchange-to-exchange
-bindings (and breaking loops) is the vhost's job.
+`route(message, key)` returns the destinations of one hop for one routing key; following
+exchange-to-exchange bindings, alternate exchanges (`alternate` names one) and breaking
+loops is the vhost's job.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ class Exchange:
         self.auto_delete = auto_delete
         self.internal = internal
         self.arguments = arguments or {}
+        alternate = self.arguments.get("alternate-exchange")
+        self.alternate: str | None = (
+            alternate.decode(errors="replace") if isinstance(alternate, bytes) else alternate
+        )
         self.bindings: dict[BindingKey, dict[str, Any]] = {}
         self.bound_from: set[Exchange] = set()  # sources that may hold bindings to this
         self.exchange_destinations = 0  # bindings whose destination is an exchange
@@ -82,7 +87,7 @@ class Exchange:
     def has_bindings(self) -> bool:
         return bool(self.bindings)
 
-    def route(self, message: Message) -> Any:
+    def route(self, message: Message, key: str) -> Any:
         raise NotImplementedError
 
     def _index_add(self, destination: Destination, routing_key: str, arguments: dict) -> None:
@@ -102,8 +107,8 @@ class DirectExchange(Exchange):
         super().__init__(*args, **kwargs)
         self._by_key: dict[str, Counter[Destination]] = {}
 
-    def route(self, message: Message) -> Any:
-        found = self._by_key.get(message.routing_key)
+    def route(self, message: Message, key: str) -> Any:
+        found = self._by_key.get(key)
         return found.keys() if found else ()
 
     def _index_add(self, destination: Destination, routing_key: str, arguments: dict) -> None:
@@ -125,7 +130,7 @@ class FanoutExchange(Exchange):
         super().__init__(*args, **kwargs)
         self._destinations: Counter[Destination] = Counter()
 
-    def route(self, message: Message) -> Any:
+    def route(self, message: Message, key: str) -> Any:
         return self._destinations.keys()
 
     def _index_add(self, destination: Destination, routing_key: str, arguments: dict) -> None:
@@ -145,8 +150,8 @@ class TopicExchange(Exchange):
         self._trie: TopicTrie[Destination] = TopicTrie()
         self._counts: Counter[tuple[str, Destination]] = Counter()
 
-    def route(self, message: Message) -> Any:
-        return self._trie.match(message.routing_key)
+    def route(self, message: Message, key: str) -> Any:
+        return self._trie.match(key)
 
     def _index_add(self, destination: Destination, routing_key: str, arguments: dict) -> None:
         self._counts[(routing_key, destination)] += 1
@@ -163,7 +168,7 @@ class TopicExchange(Exchange):
 class HeadersExchange(Exchange):
     type_name = "headers"
 
-    def route(self, message: Message) -> Any:
+    def route(self, message: Message, key: str) -> Any:
         if not self.bindings:
             return ()
         headers = message.headers

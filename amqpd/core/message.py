@@ -5,12 +5,15 @@ broker acts on are read out, by the codec, into `info` (any `ContentInfo`: in pr
 wire.content's `HeaderInfo`, which also knows how to decode its headers table, so this
 module needs no codec). `exchange_rk` is the exchange and routing key already encoded as
 two short strings, ready to splice into basic.deliver, get-ok and return frames.
+Constructing a message checks its expiration property (`ChannelError` 406 if RabbitMQ
+would refuse it).
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+from amqpd.core.ttl import parse_expiration
 from amqpd.encoding import shortstr
 
 
@@ -25,6 +28,11 @@ class ContentInfo(Protocol):
 
     @property
     def expiration(self) -> str | None: ...
+
+    @property
+    def headers_raw(self) -> bytes | None:
+        """The encoded headers table as it arrived (None if absent)."""
+        ...
 
     def decode_headers(self) -> dict[str, Any]:
         """The headers table ({} if absent); called at most once per message."""
@@ -43,7 +51,16 @@ class Message:
         "store_id",
         "framed",
         "_headers",
+        "ttl",
+        "arrived",
+        # Set only by quorum queues (read with getattr): the message a delivery copy was
+        # made from, and how many times it was returned to its queue.
+        "origin",
+        "deliveries",
     )
+
+    origin: Message  # (quorum queues only: see __slots__)
+    deliveries: int
 
     def __init__(
         self,
@@ -66,6 +83,10 @@ class Message:
         # same channel number and frame_max re-uses them.
         self.framed: tuple[int, int, list[bytes], int] | None = None
         self._headers: dict[str, Any] | None = None
+        # The expiration property in ms (None: none); checked here, so a bad one is a 406.
+        expiration = info.expiration
+        self.ttl = None if expiration is None else parse_expiration(expiration)
+        self.arrived = 0  # ms since the epoch it entered a queue with a TTL; 0 until then
 
     @property
     def headers(self) -> dict[str, Any]:

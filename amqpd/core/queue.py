@@ -6,6 +6,12 @@ Consumers implement the `Consumer` protocol; `dispatch()` hands messages round r
 consumers that are `ready()` (inside their prefetch window, socket writable) and stops
 when nobody is. Nothing here schedules itself: `kick()` asks the owner, through the
 `schedule` callback, to run one dispatch pass later (once per loop tick at most).
+
+RabbitMQ's queue arguments (message TTL, length limits, priorities, single active
+consumer, consumer priorities, queue expiry) switch a queue to the `extended` paths; a
+queue using none of them, fed messages without an expiration, runs the plain fast paths.
+Messages leaving as `expired`, `maxlen` or `rejected` go to the `dead_letter` callback when
+the queue has a dead-letter exchange. Time comes from the injected `Clock`.
 """
 
 from __future__ import annotations
@@ -14,10 +20,17 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from amqpd.core.choice import next_consumer
+from amqpd.core.clock import Clock, ManualClock, Timer
+from amqpd.core.lease import Lease
 from amqpd.core.message import Message
+from amqpd.core.priority import PriorityMessages
+from amqpd.core.quorum import DELIVERY_LIMIT, count_returns, counted_copy
 from amqpd.store import Store
 
 Entry = tuple[int, Message, bool]
+DeadLetter = Callable[["Queue", list[Message], str], None]
+EXPIRED, MAXLEN, REJECTED = "expired", "maxlen", "rejected"
 
 # Flow control: a queue with consumers and more ready messages than FLOW_HIGH is
 # "backlogged" (its consumers are slower than its publishers); publishers to it are paused
@@ -48,14 +61,17 @@ class Queue:
         auto_delete: bool = False,
         arguments: dict[str, Any] | None = None,
         schedule: Callable[[Queue], None] = lambda queue: queue.dispatch(),
+        clock: Clock | None = None,
+        dead_letter: DeadLetter | None = None,
+        unused: Callable[[Queue], object] | None = None,
     ) -> None:
         self.name = name
         self.vhost = vhost
         self.durable = durable
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
-        self.arguments = arguments or {}
-        self.messages: deque[Entry] = deque()
+        self.arguments = arguments = arguments or {}
+        self.messages: deque[Entry] | PriorityMessages = deque()
         self.consumers: deque[Consumer] = deque()
         self.bound_from: set[Any] = set()  # exchanges that may hold bindings to this queue
         self.had_consumer = False
@@ -66,6 +82,50 @@ class Queue:
         self.store: Store | None = None  # set for durable, non-exclusive queues
         self.backlogged = False
         self.drain_waiters: list[Callable[[Queue], None]] = []  # called once backlog clears
+        self.clock: Clock = clock or ManualClock()
+        self._dead_letter = dead_letter
+        self._unused = unused  # called when an x-expires lease runs out
+        self.ttl: int | None = arguments.get("x-message-ttl")
+        self.expires: int | None = arguments.get("x-expires")
+        self.max_length: int | None = arguments.get("x-max-length")
+        self.max_bytes: int | None = arguments.get("x-max-length-bytes")
+        overflow = _text(arguments.get("x-overflow")) or "drop-head"
+        self.rejects = overflow != "drop-head" and (
+            self.max_length is not None or self.max_bytes is not None
+        )
+        self.rejects_to_dlx = overflow == "reject-publish-dlx"
+        self.drops_head = not self.rejects and (
+            self.max_length is not None or self.max_bytes is not None
+        )
+        self.dlx = _text(arguments.get("x-dead-letter-exchange"))
+        self.dlrk = _text(arguments.get("x-dead-letter-routing-key"))
+        max_priority = arguments.get("x-max-priority")
+        if max_priority:
+            self.messages = PriorityMessages(max_priority)
+        self.single_active = arguments.get("x-single-active-consumer") is True
+        self.handover = False  # SAC: the active consumer left; the next waits for an event
+        kind = arguments.get("x-queue-type")
+        self.quorum = kind == "quorum" or kind == b"quorum"
+        limit = arguments.get("x-delivery-limit")
+        self.delivery_limit: int | None = (
+            limit if self.quorum and isinstance(limit, int) and limit >= 0 else None
+        )
+        self.consumer_priorities: dict[Consumer, int] = {}
+        self.ready_bytes = 0  # body bytes of ready messages, kept when x-max-length-bytes is set
+        self.may_expire = self.ttl is not None  # some ready message may carry a deadline
+        self._expiry_timer: Timer | None = None
+        self._expiry_at: int | None = None
+        self.lease: Lease | None = (
+            Lease(self.clock, self.expires, self._lease_over) if self.expires is not None else None
+        )
+        self.extended = bool(
+            self.ttl is not None
+            or self.max_length is not None
+            or self.max_bytes is not None
+            or max_priority
+            or self.single_active
+            or self.quorum
+        )
 
     @property
     def exclusive(self) -> bool:
@@ -77,6 +137,8 @@ class Queue:
     # -- messages -------------------------------------------------------------------------
 
     def enqueue(self, message: Message, redelivered: bool = False) -> int:
+        if self.extended or message.ttl is not None:
+            return self._enqueue_extended(message, redelivered)
         seq = self._next_seq
         self._next_seq = seq + 1
         messages = self.messages
@@ -88,8 +150,140 @@ class Queue:
                 self.backlogged = True
         return seq
 
+    def _enqueue_extended(self, message: Message, redelivered: bool) -> int:
+        self.handover = False
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        messages = self.messages
+        ttl = self.ttl
+        if message.ttl is not None:
+            if ttl is None or message.ttl < ttl:
+                ttl = message.ttl
+            self.may_expire = True
+        if ttl is not None and not message.arrived:
+            message.arrived = self.clock.now()
+        messages.append((seq, message, redelivered))
+        if self.max_bytes is not None:
+            self.ready_bytes += len(message.body)
+        over = self.drops_head and self._over_limit()
+        if self.consumers:
+            if ttl == 0 or over:
+                # As in RabbitMQ, a consumer waiting now takes the message before TTL 0 or
+                # a full queue can drop it: deliver now, counting only earlier deadlines.
+                self._dispatch_extended(self.clock.now() - 1)
+                over = over and self._over_limit()
+            elif not self.dispatch_pending:
+                self.kick()
+            if len(messages) > FLOW_HIGH:
+                self.backlogged = True
+        if over:
+            self._drop_over_limit()
+        # Only a new head (or TTL 0, or maybe a priority queue's) can need a sooner timer;
+        # as RabbitMQ, skip the expiry check when the head did not change.
+        if ttl is not None and (
+            ttl == 0 or len(messages) == 1 or isinstance(messages, PriorityMessages)
+        ):
+            self.drop_expired()
+        return seq
+
+    def _over_limit(self) -> bool:
+        return (self.max_length is not None and len(self.messages) > self.max_length) or (
+            self.max_bytes is not None and self.ready_bytes > self.max_bytes
+        )
+
+    def _drop_over_limit(self) -> None:
+        """x-overflow drop-head: drop (dead-letter) from the head until within the limits."""
+        dropped = []
+        messages = self.messages
+        while messages and self._over_limit():
+            message = messages.popleft()[1]
+            if self.max_bytes is not None:
+                self.ready_bytes -= len(message.body)
+            dropped.append(message)
+        self._discard(dropped, MAXLEN)
+
+    def refuses(self, message: Message) -> bool:
+        """x-overflow reject-publish(-dlx): True if `message` would take the queue over a limit."""
+        return (self.max_length is not None and len(self.messages) >= self.max_length) or (
+            self.max_bytes is not None and self.ready_bytes + len(message.body) > self.max_bytes
+        )
+
+    def deadline(self, message: Message) -> int | None:
+        """When `message` expires in this queue (ms since the epoch), None if never."""
+        ttl = self.ttl
+        own = message.ttl
+        if own is not None and (ttl is None or own < ttl):
+            ttl = own
+        return None if ttl is None else message.arrived + ttl
+
+    def drop_expired(self, now: int | None = None) -> None:
+        """Drop (dead-letter) expired messages at the head, then wait for the next deadline."""
+        if not self.may_expire or self.deleted:
+            return
+        if now is None:
+            now = self.clock.now()
+        messages = self.messages
+        expired: list[Message] = []
+        deadline = self.deadline
+        next_due: int | None = None
+        # Only the head is looked at (for a priority queue: the head of its highest
+        # non-empty level), as in RabbitMQ 3.x.
+        while messages:
+            message = messages[0][1]
+            due = deadline(message)
+            if due is None or due > now:
+                next_due = due
+                break
+            messages.popleft()
+            expired.append(message)
+        if expired:
+            if self.max_bytes is not None:
+                self.ready_bytes -= sum(len(message.body) for message in expired)
+            self._discard(expired, EXPIRED)
+            if self.backlogged and len(messages) <= FLOW_LOW:
+                self.release_publishers()
+        if not messages and self.ttl is None:
+            self.may_expire = False
+        self._arm_expiry(next_due)
+
+    def _arm_expiry(self, due: int | None) -> None:
+        if due is None or (self._expiry_at is not None and self._expiry_at <= due):
+            return
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        self._expiry_at = due
+        self._expiry_timer = self.clock.call_at(due, self._expiry_due)
+
+    def _expiry_due(self) -> None:
+        self._expiry_timer = self._expiry_at = None
+        self.drop_expired()
+
+    def _discard(self, messages: list[Message], reason: str) -> None:
+        """Messages leave for good: dead-lettered if the queue has a DLX, then settled."""
+        if not messages:
+            return
+        if self.dlx is not None and self._dead_letter is not None:
+            self._dead_letter(self, messages, reason)
+        if self.store is not None:
+            for message in messages:
+                self.settled(message)
+
+    def reject(self, message: Message) -> None:
+        """A consumer rejected (or nacked) a delivered message without requeueing it."""
+        self._discard([getattr(message, "origin", message)], REJECTED)
+
+    def count(self) -> int:
+        """Ready messages, as queue.declare-ok reports them (expired heads dropped first)."""
+        if self.may_expire:
+            self.drop_expired()
+        return len(self.messages)
+
     def take(self) -> Entry | None:
         """The head message, for basic.get."""
+        if self.expires is not None:
+            self.touch()
+        if self.extended or self.may_expire:
+            return self._take_extended()
         if not self.messages:
             return None
         entry = self.messages.popleft()
@@ -97,10 +291,34 @@ class Queue:
             self.release_publishers()
         return entry
 
+    def _take_extended(self) -> Entry | None:
+        messages = self.messages
+        while True:
+            self.drop_expired()
+            if not messages:
+                return None
+            entry = messages.popleft()
+            message = entry[1]
+            if self.max_bytes is not None:
+                self.ready_bytes -= len(message.body)
+            if self.may_expire:
+                due = self.deadline(message)
+                if due is not None and due <= self.clock.now():
+                    self._discard([message], EXPIRED)
+                    continue
+            if self.backlogged and len(messages) <= FLOW_LOW:
+                self.release_publishers()
+            if self.quorum:
+                return entry[0], counted_copy(message), entry[2]
+            return entry
+
     def requeue(self, returned: Iterable[tuple[int, Message]]) -> None:
         """Put delivered messages back, ahead of newer ones, in original order, redelivered."""
         back = sorted(returned, key=lambda item: item[0])
         if not back or self.deleted:
+            return
+        if self.extended or self.may_expire or any(message.ttl is not None for _, message in back):
+            self._requeue_extended(back)
             return
         newest = back[-1][0]
         messages = self.messages
@@ -110,12 +328,54 @@ class Queue:
         merged = [(seq, message, True) for seq, message in back]
         if older:
             merged = sorted(merged + older, key=lambda entry: entry[0])
+        assert isinstance(messages, deque)  # a priority queue is always extended
         messages.extendleft(reversed(merged))
         self.kick()
 
+    def _requeue_extended(self, back: list[tuple[int, Message]]) -> None:
+        self.handover = False
+        now = self.clock.now()
+        kept: list[Entry] = []
+        expired: list[Message] = []
+        if self.quorum:
+            back = self._count_returns(back)
+        for seq, message in back:
+            due = self.deadline(message)
+            if due is not None and due <= now:
+                expired.append(message)  # its time ran out while it was out: not redelivered
+            else:
+                kept.append((seq, message, True))
+                if due is not None:
+                    self.may_expire = True
+        self._discard(expired, EXPIRED)
+        messages = self.messages
+        if self.max_bytes is not None:
+            self.ready_bytes += sum(len(entry[1].body) for entry in kept)
+        if isinstance(messages, PriorityMessages):
+            messages.requeue(kept)
+        elif kept:
+            newest = kept[-1][0]
+            older: list[Entry] = []
+            while messages and messages[0][0] < newest:
+                older.append(messages.popleft())
+            merged = sorted(kept + older, key=lambda entry: entry[0]) if older else kept
+            messages.extendleft(reversed(merged))
+        if not self.rejects and self._over_limit():
+            self._drop_over_limit()  # as RabbitMQ: requeued messages count against the limit
+        if self.may_expire:
+            self.drop_expired()
+        self.kick()
+
+    def _count_returns(self, back: list[tuple[int, Message]]) -> list[tuple[int, Message]]:
+        """Quorum queues count every return; past x-delivery-limit a message is dead-lettered."""
+        kept, over = count_returns(back, self.delivery_limit)
+        self._discard(over, DELIVERY_LIMIT)
+        return kept
+
     def purge(self) -> int:
-        count = len(self.messages)
+        count = self.count() if self.may_expire else len(self.messages)
         self.messages.clear()
+        self.ready_bytes = 0
         if self.backlogged:
             self.release_publishers()
         if self.store is not None and count:
@@ -137,18 +397,71 @@ class Queue:
 
     # -- consumers ------------------------------------------------------------------------
 
-    def add_consumer(self, consumer: Consumer) -> None:
+    def add_consumer(self, consumer: Consumer, priority: int = 0) -> None:
+        self.handover = False
         self.consumers.append(consumer)
+        if priority:
+            self.consumer_priorities[consumer] = priority
+            self.extended = True
         self.had_consumer = True
+        if self.lease is not None:
+            self.lease.cancel()
         self.kick()
 
     def remove_consumer(self, consumer: Consumer) -> None:
+        consumers = self.consumers
+        if self.single_active and consumers and consumers[0] is consumer:
+            self.handover = True
         try:
-            self.consumers.remove(consumer)
+            consumers.remove(consumer)
         except ValueError:
             pass
-        if not self.consumers and self.backlogged:
-            self.release_publishers()  # without consumers a queue never throttles
+        if self.consumer_priorities:
+            self.consumer_priorities.pop(consumer, None)
+        if not self.consumers:
+            if self.backlogged:
+                self.release_publishers()  # without consumers a queue never throttles
+            if self.expires is not None:
+                self.touch()
+        # With x-single-active-consumer the next consumer in line becomes the active one;
+        # as in RabbitMQ 3.10, it gets messages from the queue's next event (a publish,
+        # a requeue, a new consumer: `handover` holds dispatch until then), not at once:
+        # a client closing politely cancels first, and the requeue of its unacked
+        # messages then reaches the new consumer first.
+
+    def active_consumer(self) -> Consumer | None:
+        """With x-single-active-consumer: the one consumer that gets messages."""
+        return self.consumers[0] if self.consumers else None
+
+    # -- queue expiry (x-expires) ---------------------------------------------------------
+
+    def touch(self) -> None:
+        """The queue was used: restart its x-expires lease if nobody consumes from it."""
+        if self.lease is not None and not self.deleted:
+            self.lease.renew(bool(self.consumers))
+
+    def _lease_over(self) -> None:
+        if not self.deleted and not self.consumers and self._unused is not None:
+            self._unused(self)
+
+    def use_clock(self, clock: Clock) -> None:
+        """Take time from `clock` from now on (recovery loads messages on a stopped clock,
+        then expires what ran out while the broker was down)."""
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        self._expiry_timer = self._expiry_at = None
+        self.clock = clock
+        if self.may_expire:
+            self.drop_expired()
+
+    def stop_timers(self) -> None:
+        """The queue is gone: cancel its expiry and lease timers."""
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        if self.lease is not None:
+            self.lease.cancel()
+        self._expiry_timer = None
+        self._expiry_at = None
 
     def has_exclusive_consumer(self) -> bool:
         return any(consumer.exclusive for consumer in self.consumers)
@@ -164,6 +477,9 @@ class Queue:
     def dispatch(self) -> None:
         """Hand out messages round robin to ready consumers until none is ready or left."""
         self.dispatch_pending = False
+        if self.extended or self.may_expire:
+            self._dispatch_extended()
+            return
         messages = self.messages
         consumers = self.consumers
         if len(consumers) == 1:  # the common case: no round robin to keep
@@ -188,9 +504,76 @@ class Queue:
         if self.backlogged and len(messages) <= FLOW_LOW:
             self.release_publishers()
 
+    def _dispatch_extended(self, now: int | None = None) -> None:
+        """Dispatch with the extensions: expired messages are dropped as they are taken
+        from the head, the consumer is chosen by `next_consumer` unless there is one."""
+        if self.handover:
+            return
+        messages = self.messages
+        if self.may_expire and now is None:
+            now = self.clock.now()
+        queue_ttl = self.ttl
+        consumers = self.consumers
+        single = (
+            len(consumers) == 1
+            and not self.consumer_priorities
+            and self.max_bytes is None
+            and not self.quorum
+        )
+        if single:  # the common case, as in the plain dispatch: one consumer, no extras
+            consumer = consumers[0]
+            ready, deliver, popleft = consumer.ready, consumer.deliver, messages.popleft
+            while messages and ready():
+                seq, message, redelivered = popleft()
+                if now is not None:
+                    own = message.ttl
+                    if own is None:
+                        due = None if queue_ttl is None else message.arrived + queue_ttl
+                    else:
+                        due = self.deadline(message)
+                    if due is not None and due <= now:
+                        self._discard([message], EXPIRED)
+                        continue
+                deliver(self, seq, message, redelivered)
+                if not consumers or consumers[0] is not consumer:
+                    break
+        priorities = self.consumer_priorities
+        single_active = self.single_active
+        while messages and not single:
+            consumer = next_consumer(consumers, priorities, single_active)
+            if consumer is None:
+                break
+            seq, message, redelivered = messages.popleft()
+            if self.max_bytes is not None:
+                self.ready_bytes -= len(message.body)
+            if now is not None:
+                if message.ttl is None:
+                    due = None if queue_ttl is None else message.arrived + queue_ttl
+                else:
+                    due = self.deadline(message)
+                if due is not None and due <= now:
+                    self._discard([message], EXPIRED)
+                    continue
+            if self.quorum:
+                message = counted_copy(message)
+            consumer.deliver(self, seq, message, redelivered)
+        if self.backlogged and len(messages) <= FLOW_LOW:
+            self.release_publishers()
+        # A new head needs its timer; with a queue TTL only (deadlines in queue order) an
+        # armed timer is never later than the new head's deadline.
+        if self.may_expire and messages and (self._expiry_timer is None or self.ttl is None):
+            self.drop_expired(now)
+
     def release_publishers(self) -> None:
         """The backlog cleared (or the queue went away): wake the paused publishers."""
         self.backlogged = False
         waiters, self.drain_waiters = self.drain_waiters, []
         for waiter in waiters:
             waiter(self)
+
+
+def _text(value: Any) -> str | None:
+    """A string argument as str (tables may carry it as bytes)."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value

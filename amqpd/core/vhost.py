@@ -4,15 +4,28 @@ Every declare, delete, bind, unbind, purge and publish goes through `VHost`, whi
 enforces RabbitMQ's rules (reserved `amq.` names, exclusive ownership, equivalence,
 if_unused/if_empty) and raises `ChannelError`/`ConnectionError_` with RabbitMQ's texts.
 `owner` arguments identify the connection acting, for exclusive queues. Nothing here knows
-about channels or sockets; `schedule` is how queues ask for a dispatch pass.
+about channels or sockets; `schedule` is how queues ask for a dispatch pass, `clock` is
+where queues get the time and their expiry timers.
+
+Routing follows exchange-to-exchange bindings, alternate exchanges and the `CC`/`BCC`
+headers (sender-selected distribution); dead-lettered messages are routed here too.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from amqpd.core.arguments import validate_exchange_arguments, validate_queue_arguments
+from amqpd.core.arguments import (
+    NOT_ENFORCED,
+    is_quorum,
+    validate_exchange_arguments,
+    validate_queue_arguments,
+    validate_quorum_declare,
+)
+from amqpd.core.clock import Clock, ManualClock
+from amqpd.core.deadletter import REJECTED, dead_lettered, deaths_of, is_cycle, routing_keys
 from amqpd.core.durability import Durability
 from amqpd.core.equivalence import (
     EXCHANGE_ARGUMENTS_CHECKED,
@@ -33,10 +46,16 @@ from amqpd.core.errors import (
 )
 from amqpd.core.exchange import EXCHANGE_TYPES, Exchange
 from amqpd.core.headers_match import validate_x_match
-from amqpd.core.message import Message
+from amqpd.core.message import ContentInfo, Message
 from amqpd.core.naming import generated_queue_name
 from amqpd.core.queue import Queue
+from amqpd.core.reply_to import REPLY_TO, REPLY_TO_PREFIX, ReplyQueues, stand_in
+from amqpd.core.routing import sender_selected, walk
+from amqpd.core.table import TableError
+from amqpd.core.ttl import with_arrival
 from amqpd.store import BindingRecord, ExchangeRecord, QueueRecord, Store
+
+log = logging.getLogger("amqpd.vhost")
 
 DEFAULT_EXCHANGES = (
     ("amq.direct", "direct"),
@@ -53,11 +72,19 @@ class VHost:
         name: str,
         schedule: Callable[[Queue], None] | None = None,
         store: Store | None = None,
+        clock: Clock | None = None,
+        parse_header: Callable[[bytes], ContentInfo] | None = None,
     ) -> None:
         self.name = name
+        self._parse_header = parse_header  # the codec, for headers the broker rewrites
+        self.clock: Clock = clock or ManualClock()
+        self.rejecting = 0  # queues with x-overflow reject-publish(-dlx) and a limit
+        self.ttl_queues = 0  # queues with x-message-ttl
+        self.refused = False  # the last publish met a full reject-publish queue (nack it)
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self._schedule = schedule or (lambda queue: queue.dispatch())
+        self.reply_queues = ReplyQueues(name, self._schedule)
         self.store = store
         self.next_message_id = 1
         self.durability = Durability()  # the store's durable ticket and who waits for it
@@ -219,13 +246,30 @@ class VHost:
         arguments: dict[str, Any] | None = None,
     ) -> Queue:
         arguments = arguments or {}
+        if name.startswith(REPLY_TO):
+            if name == REPLY_TO:
+                return stand_in(self.name)
+            reply_queue = self.reply_queues.get(name)
+            if reply_queue is not None and passive:
+                return reply_queue
         if passive:
-            return self.queue(name, owner)
+            return self._used(self.queue(name, owner))
+        quorum_server_named = server_named or name == ""
         if name == "":
             name, server_named = generated_queue_name(), True
         if not server_named:
             self.check_queue_name(name)
         validate_queue_arguments(name, self.name, arguments)
+        if is_quorum(arguments):
+            validate_quorum_declare(
+                name,
+                self.name,
+                durable=durable,
+                exclusive=exclusive,
+                auto_delete=auto_delete,
+                server_named=quorum_server_named,
+                arguments=arguments,
+            )
         existing = self.queues.get(name)
         if existing is not None:
             self._check_exclusive(existing, owner)
@@ -236,7 +280,15 @@ class VHost:
             check_arguments(
                 "queue", name, self.name, arguments, existing.arguments, QUEUE_ARGUMENTS_CHECKED
             )
-            return existing
+            return self._used(existing)
+        for arg in NOT_ENFORCED:
+            if arg in arguments:
+                log.warning(
+                    "queue '%s' in vhost '%s': argument %s is accepted but not enforced",
+                    name,
+                    self.name,
+                    arg,
+                )
         return self.create_queue(
             name,
             durable=durable,
@@ -244,6 +296,14 @@ class VHost:
             auto_delete=auto_delete,
             arguments=arguments,
         )
+
+    def _used(self, queue: Queue) -> Queue:
+        """A declare of an existing queue renews its lease and drops its expired head."""
+        if queue.expires is not None:
+            queue.touch()
+        if queue.may_expire:
+            queue.drop_expired()
+        return queue
 
     def create_queue(
         self,
@@ -263,8 +323,17 @@ class VHost:
             auto_delete=auto_delete,
             arguments=arguments,
             schedule=self._schedule,
+            clock=self.clock,
+            dead_letter=self.dead_letter,
+            unused=self.remove_queue,
         )
         self.queues[name] = queue
+        if queue.rejects:
+            self.rejecting += 1
+        if queue.ttl is not None:
+            self.ttl_queues += 1
+        if queue.expires is not None:
+            queue.touch()
         self.exchanges[""].bind(queue, name, {})
         if durable and exclusive_owner is None and self.store is not None:
             queue.store = self.store
@@ -289,7 +358,12 @@ class VHost:
         if queue.deleted:
             return 0
         count = len(queue.messages)
+        queue.stop_timers()
         queue.deleted = True
+        if queue.rejects:
+            self.rejecting -= 1
+        if queue.ttl is not None:
+            self.ttl_queues -= 1
         self.queues.pop(queue.name, None)
         if queue.store is not None:
             queue.store.queue_deleted(queue.name)
@@ -300,6 +374,7 @@ class VHost:
                 self._maybe_auto_delete_exchange(exchange)
         queue.bound_from.clear()
         queue.messages.clear()
+        queue.ready_bytes = 0
         if queue.backlogged:
             queue.release_publishers()
         for consumer in list(queue.consumers):
@@ -426,8 +501,19 @@ class VHost:
         """Route and enqueue a message; returns (queues reached, store ticket or 0).
 
         A persistent message reaching durable queues is written to the store once, and
-        the ticket says when that write is durable (for publisher confirms)."""
-        queues = self.route(exchange, message)
+        the ticket says when that write is durable (for publisher confirms). Queues that
+        refuse it (x-overflow reject-publish) count as reached but do not take it, and
+        `refused` tells the publisher's channel to nack it."""
+        raw = message.info.headers_raw
+        if raw is not None and (b"\x02CC" in raw or b"\x03BCC" in raw):  # a CC or BCC key
+            queues = self.route_keys(exchange, message, sender_selected(message, self.parse_header))
+        else:
+            queues = self.route(exchange, message)
+        if self.rejecting:
+            self.refused = False
+            if queues:
+                return queues, self.deliver(message, self._admitted(queues, message))
+        # `deliver`, inlined: this is the per-message path.
         ticket = 0
         if message.delivery_mode == 2 and self.store is not None:
             durable = [queue.name for queue in queues if queue.store is not None]
@@ -439,30 +525,111 @@ class VHost:
                     durable,
                     message.exchange,
                     message.routing_key,
-                    message.header,
+                    self._stored_header(message, queues)
+                    if message.ttl is not None or self.ttl_queues
+                    else message.header,
                     message.body,
                 )
         for queue in queues:
             queue.enqueue(message)
         return queues, ticket
 
+    def deliver(self, message: Message, queues: list[Queue]) -> int:
+        """Store (if persistent and durable) and enqueue a routed message; the store ticket."""
+        ticket = 0
+        if message.delivery_mode == 2 and self.store is not None:
+            durable = [queue.name for queue in queues if queue.store is not None]
+            if durable:
+                message.store_id = self.next_message_id
+                self.next_message_id += 1
+                ticket = self.store.message_published(
+                    message.store_id,
+                    durable,
+                    message.exchange,
+                    message.routing_key,
+                    self._stored_header(message, queues),
+                    message.body,
+                )
+        for queue in queues:
+            queue.enqueue(message)
+        return ticket
+
+    def _stored_header(self, message: Message, queues: list[Queue]) -> bytes:
+        """The header to store: with the arrival time if the message may expire in one
+        of its durable queues, so that its deadline survives a restart."""
+        if message.ttl is None and not any(
+            queue.ttl is not None for queue in queues if queue.store is not None
+        ):
+            return message.header
+        if not message.arrived:
+            message.arrived = self.clock.now()
+        return with_arrival(message.header, message.arrived)
+
+    def _admitted(self, queues: list[Queue], message: Message) -> list[Queue]:
+        """The queues that take `message`: full reject-publish queues refuse it (and
+        reject-publish-dlx ones dead-letter it as `maxlen`)."""
+        admitted = []
+        for queue in queues:
+            if queue.rejects and queue.refuses(message):
+                self.refused = True
+                if queue.rejects_to_dlx and queue.dlx is not None:
+                    self.dead_letter(queue, [message], "maxlen")
+            else:
+                admitted.append(queue)
+        return admitted
+
     def route(self, exchange: Exchange, message: Message) -> list[Queue]:
         """The queues a message reaches, following exchange-to-exchange bindings once each."""
+        key = message.routing_key
         if exchange.name == "":
-            queue = self.queues.get(message.routing_key)
+            queue = self.queues.get(key)
+            if queue is None and key.startswith(REPLY_TO_PREFIX):
+                queue = self.reply_queues.get(key)
             return [queue] if queue is not None else []
-        found = exchange.route(message)
-        if not exchange.exchange_destinations:
+        found = exchange.route(message, key)
+        if not exchange.exchange_destinations and (found or exchange.alternate is None):
             return list(found)
-        queues: dict[Queue, None] = {}
-        seen = {exchange}
-        pending = list(found)
-        while pending:
-            destination = pending.pop()
-            if isinstance(destination, Exchange):
-                if destination not in seen:
-                    seen.add(destination)
-                    pending.extend(destination.route(message))
-            else:
-                queues[destination] = None
-        return list(queues)
+        return walk(exchange, message, (key,), self.exchanges)
+
+    def route_keys(self, exchange: Exchange, message: Message, keys: list[str]) -> list[Queue]:
+        """The queues a message reaches with several routing keys (CC, dead-lettering)."""
+        if exchange.name == "":
+            queues = self.queues
+            return list({queues[key]: None for key in keys if key in queues})
+        return walk(exchange, message, keys, self.exchanges)
+
+    def parse_header(self, header: bytes) -> ContentInfo:
+        """The properties of a content header the broker rewrote (dead-lettering, BCC)."""
+        if self._parse_header is None:
+            raise RuntimeError(f"vhost {self.name!r} was given no content-header parser")
+        return self._parse_header(header)
+
+    # -- dead-lettering -----------------------------------------------------------------
+
+    def dead_letter(self, queue: Queue, messages: list[Message], reason: str) -> None:
+        """Republish messages that left `queue` as `reason` to its dead-letter exchange.
+        A missing exchange discards them; automatic cycles are dropped (see deadletter.py)."""
+        exchange = self.exchanges.get(queue.dlx or "")
+        if exchange is None or queue.dlx is None:
+            return
+        now = self.clock.now()
+        for message in messages:
+            try:
+                republished = dead_lettered(
+                    message, queue.name, reason, exchange.name, queue.dlrk, now, self.parse_header
+                )
+                keys = (
+                    [queue.dlrk]
+                    if queue.dlrk is not None
+                    else [key.decode(errors="replace") for key in routing_keys(message)]
+                )
+            except (TableError, ValueError):
+                continue
+            targets = self.route_keys(exchange, republished, keys)
+            if targets and reason != REJECTED:
+                deaths = deaths_of(republished)
+                targets = [target for target in targets if not is_cycle(target.name, deaths)]
+            if targets and self.rejecting:
+                targets = [t for t in targets if not (t.rejects and t.refuses(republished))]
+            if targets:
+                self.deliver(republished, targets)

@@ -5,6 +5,8 @@ framed record (sync marker, CRC32, length, type, payload); joined, they are acce
 ``segments.scan`` and the matching ``decode_*`` function gives the values back. A record is
 self-delimiting and self-checking, so a reader can skip a damaged one and resynchronise on
 the next marker. Pure functions, no I/O. The layout is documented in docs/storage-format.md.
+The per-message encoders (``encode_publish``, ``encode_ref``) are compiled when the
+accelerator is available (amqpd/accel.py); ``pure_encode_*`` are their byte-identical twins.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 from pamqp import decode as _pdecode
 from pamqp import encode as _pencode
+
+from amqpd.accel import speedups
 
 # ---------------------------------------------------------------------------- values
 
@@ -174,7 +178,7 @@ def encode_binding(rtype: int, r: BindingRecord) -> list[bytes]:
     return _framed(rtype, [payload])
 
 
-def encode_publish(
+def pure_encode_publish(
     message_id: int,
     queues: dict[str, bool],
     exchange: str,
@@ -232,7 +236,7 @@ def encode_message_ref(rtype: int, queue: str, message_id: int) -> list[bytes]:
     return [encode_ref(rtype, _s(queue), message_id)]
 
 
-def encode_ref(rtype: int, queue: bytes, message_id: int) -> bytes:
+def pure_encode_ref(rtype: int, queue: bytes, message_id: int) -> bytes:
     """DELIVERED or REMOVED as one bytes; ``queue`` is the encoded name (``encoded_str``)."""
     payload = _REF_HEAD.pack(8 + len(queue), rtype, message_id) + queue
     return _MARK_CRC.pack(MARK, zlib.crc32(payload)) + payload
@@ -245,6 +249,11 @@ def encoded_str(strings: dict[str, bytes], value: str) -> bytes:
         strings.clear()  # routing keys can be unique per message: keep the cache bounded
     strings[value] = raw
     return raw
+
+
+_speedups = speedups()
+encode_publish = pure_encode_publish if _speedups is None else _speedups.encode_publish
+encode_ref = pure_encode_ref if _speedups is None else _speedups.encode_ref
 
 
 def encode_watermark(next_message_id: int) -> list[bytes]:

@@ -5,16 +5,20 @@ returns `HeaderInfo`: the body size, delivery_mode, priority, expiration and the
 of the headers table (decoded on demand by `HeaderInfo.decode_headers`, for headers
 exchanges).
 The raw payload itself is what gets delivered, so properties pass through byte for byte.
-`body_frames` splits a body for a receiver's frame_max.
+`body_frames` splits a body for a receiver's frame_max. `peek_header` is compiled
+(amqpd/accel.py) when the accelerator is available; `pure_peek_header` is its twin.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 from pamqp import decode
 
+from amqpd.accel import speedups
 from amqpd.wire.frames import FRAME_BODY, FRAME_END_BYTE, FRAME_HEADER, FRAME_OVERHEAD, frame_head
 
 _prefix = struct.Struct(">HHQH")
@@ -60,7 +64,7 @@ class ContentHeaderError(Exception):
     """A content header that does not parse."""
 
 
-def peek_header(payload: bytes) -> HeaderInfo:
+def pure_peek_header(payload: bytes) -> HeaderInfo:
     try:
         class_id, weight, body_size, flags = _prefix.unpack_from(payload)
         pos = 14
@@ -113,6 +117,14 @@ def peek_header(payload: bytes) -> HeaderInfo:
     return HeaderInfo(
         class_id, weight, body_size, delivery_mode, priority, expiration, headers_raw, user_id
     )
+
+
+_speedups = speedups()
+peek_header: Callable[[bytes], HeaderInfo] = (
+    pure_peek_header
+    if _speedups is None
+    else partial(_speedups.peek_header, HeaderInfo, ContentHeaderError)
+)
 
 
 def decode_headers(headers_raw: bytes | None) -> dict[str, Any]:

@@ -5,12 +5,17 @@
 any split, down to one at a time. A malformed frame raises `FrameError` carrying the
 connection-level reply text RabbitMQ would send (the close is always 501 FRAME_ERROR). The
 protocol header that precedes the first frame is checked by the connection's handshake.
+
+`FrameReader` is the compiled splitter (amqpd._speedups) when it is available and not
+disabled by AMQPD_PURE_PYTHON=1, else `PureFrameReader`; both share `_frame_error`, so the
+limits and the error texts are the same (see amqpd/accel.py).
 """
 
 from __future__ import annotations
 
 import struct
 
+from amqpd.accel import speedups
 from amqpd.encoding import erlang_binary
 
 FRAME_METHOD = 1
@@ -39,7 +44,23 @@ def frame_head(frame_type: int, channel: int, size: int) -> bytes:
     return _frame_head.pack(frame_type, channel, size)
 
 
-class FrameReader:
+def _frame_error(
+    frame_type: int, size: int, limit: int, payload: bytes | None, end: int
+) -> FrameError:
+    """The error for a frame larger than `limit` (payload None) or one whose frame-end
+    octet is `end` instead of 0xCE; shared by both readers so their texts are identical."""
+    if payload is None:
+        return FrameError(
+            f"FRAME_ERROR - type {frame_type}, all octets = <<>>: "
+            f"{{frame_too_large,{size},{limit - FRAME_OVERHEAD}}}"
+        )
+    return FrameError(
+        f"FRAME_ERROR - type {frame_type}, all octets = {erlang_binary(payload)}: "
+        f"{{invalid_frame_end_marker,{end}}}"
+    )
+
+
+class PureFrameReader:
     """Incremental frame splitter with a frame_max limit (0 means unlimited).
 
     Incoming chunks are kept in a list until the frame they belong to is complete, so a
@@ -72,20 +93,13 @@ class FrameReader:
         while available - offset >= 7:
             frame_type, channel, size = unpack_head(buffer, offset)
             if limit and size > limit:  # RabbitMQ allows the 8 bytes of framing as slack
-                raise FrameError(
-                    f"FRAME_ERROR - type {frame_type}, all octets = <<>>: "
-                    f"{{frame_too_large,{size},{limit - FRAME_OVERHEAD}}}"
-                )
+                raise _frame_error(frame_type, size, limit, None, 0)
             end = offset + 7 + size
             if end >= available:
                 need = size + FRAME_OVERHEAD
                 break
             if buffer[end] != FRAME_END:
-                raise FrameError(
-                    f"FRAME_ERROR - type {frame_type}, all octets = "
-                    f"{erlang_binary(buffer[offset + 7 : end])}: "
-                    f"{{invalid_frame_end_marker,{buffer[end]}}}"
-                )
+                raise _frame_error(frame_type, size, limit, buffer[offset + 7 : end], buffer[end])
             frames.append((frame_type, channel, buffer[offset + 7 : end]))
             offset = end + 1
         if offset < available:
@@ -100,3 +114,21 @@ class FrameReader:
     @property
     def buffered(self) -> int:
         return self._have if self._chunks else 0
+
+
+_speedups = speedups()
+if _speedups is not None:
+
+    class FrameReader(_speedups.FrameReader):  # type: ignore[misc,name-defined]
+        """The compiled twin of `PureFrameReader` (same contract, same errors)."""
+
+        __slots__ = ()
+
+        @staticmethod
+        def _frame_error(
+            frame_type: int, size: int, limit: int, payload: bytes | None, end: int
+        ) -> FrameError:
+            return _frame_error(frame_type, size, limit, payload, end)
+
+else:
+    FrameReader = PureFrameReader  # type: ignore[misc,assignment]

@@ -638,8 +638,18 @@ static PyObject *peek_header(PyObject *module, PyObject *const *args, Py_ssize_t
             headers_raw ? headers_raw : Py_None,
             user_id ? user_id : Py_None};
         int ok = fields[0] && fields[1] && fields[2] && fields[3] && fields[4];
-        if (ok)
+        if (ok && PyType_Check(info_type) &&
+            PyType_IsSubtype((PyTypeObject *)info_type, &PyTuple_Type)) {
+            /* a named tuple: allocate it as tuple.__new__ does, skipping its Python __new__ */
+            PyTypeObject *tp = (PyTypeObject *)info_type;
+            result = tp->tp_alloc(tp, 8);
+            if (result != NULL) {
+                for (int i = 0; i < 8; i++)
+                    PyTuple_SET_ITEM(result, i, Py_NewRef(fields[i]));
+            }
+        } else if (ok) {
             result = PyObject_Vectorcall(info_type, fields, 8, NULL);
+        }
         for (int i = 0; i < 5; i++)
             Py_XDECREF(fields[i]);
     }

@@ -665,6 +665,82 @@ done:
     return result;
 }
 
+/* --------------------------------------------------------------- content frames */
+/* content_frames(fallback, channel, header, body, frame_max) -> (pieces, size): the content
+ * header frame and the body frames of one delivery. A body that fits one frame and is at
+ * most SMALL_CONTENT bytes gives one bytes holding both frames; anything else is handed to
+ * `fallback(channel, header, body, frame_max)`. */
+
+#define SMALL_CONTENT 4096 /* larger bodies are not copied: the message keeps its frames */
+
+static PyObject *content_frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "content_frames(fallback, channel, header, body, frame_max)");
+        return NULL;
+    }
+    PyObject *header = args[2], *body = args[3];
+    long channel = PyLong_AsLong(args[1]);
+    if (channel == -1 && PyErr_Occurred())
+        return NULL;
+    long long frame_max = PyLong_AsLongLong(args[4]);
+    if (frame_max == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyBytes_CheckExact(header) || !PyBytes_CheckExact(body) || channel < 0 ||
+        channel > 0xFFFF || PyBytes_GET_SIZE(body) > SMALL_CONTENT ||
+        PyBytes_GET_SIZE(body) > frame_max - FRAME_OVERHEAD ||
+        PyBytes_GET_SIZE(header) > 0xFFFFFFFFLL)
+        return PyObject_Vectorcall(args[0], args + 1, 4, NULL);
+    Py_ssize_t hsize = PyBytes_GET_SIZE(header), bsize = PyBytes_GET_SIZE(body);
+    Py_ssize_t total = FRAME_OVERHEAD + hsize + (bsize ? FRAME_OVERHEAD + bsize : 0);
+    PyObject *frames = PyBytes_FromStringAndSize(NULL, total);
+    if (frames == NULL)
+        return NULL;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(frames);
+    o[0] = 2;
+    o[1] = (unsigned char)(channel >> 8);
+    o[2] = (unsigned char)channel;
+    o[3] = (unsigned char)(hsize >> 24);
+    o[4] = (unsigned char)(hsize >> 16);
+    o[5] = (unsigned char)(hsize >> 8);
+    o[6] = (unsigned char)hsize;
+    memcpy(o + 7, PyBytes_AS_STRING(header), hsize);
+    o += 7 + hsize;
+    *o++ = FRAME_END;
+    if (bsize) {
+        o[0] = 3;
+        o[1] = (unsigned char)(channel >> 8);
+        o[2] = (unsigned char)channel;
+        o[3] = (unsigned char)(bsize >> 24);
+        o[4] = (unsigned char)(bsize >> 16);
+        o[5] = (unsigned char)(bsize >> 8);
+        o[6] = (unsigned char)bsize;
+        memcpy(o + 7, PyBytes_AS_STRING(body), bsize);
+        o[7 + bsize] = FRAME_END;
+    }
+    PyObject *pieces = PyList_New(1);
+    if (pieces == NULL) {
+        Py_DECREF(frames);
+        return NULL;
+    }
+    PyList_SET_ITEM(pieces, 0, frames);
+    PyObject *size = PyLong_FromSsize_t(total);
+    if (size == NULL) {
+        Py_DECREF(pieces);
+        return NULL;
+    }
+    PyObject *result = PyTuple_New(2);
+    if (result == NULL) {
+        Py_DECREF(pieces);
+        Py_DECREF(size);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, pieces);
+    PyTuple_SET_ITEM(result, 1, size);
+    return result;
+}
+
 /* --------------------------------------------------------------- store records */
 
 #define RECORD_MARK 0xC71DA9F3u
@@ -867,6 +943,8 @@ static PyMethodDef module_methods[] = {
     {"crc32", py_crc32, METH_VARARGS, "crc32(data, start=0): zlib's CRC-32."},
     {"peek_header", (PyCFunction)(void (*)(void))peek_header, METH_FASTCALL,
      "peek_header(info_type, error_type, payload): the content header fields."},
+    {"content_frames", (PyCFunction)(void (*)(void))content_frames, METH_FASTCALL,
+     "content_frames(fallback, channel, header, body, frame_max) -> (pieces, size)."},
     {"encode_publish", (PyCFunction)(void (*)(void))encode_publish, METH_FASTCALL,
      "One framed PUBLISH store record as three byte chunks."},
     {"encode_ref", (PyCFunction)(void (*)(void))encode_ref, METH_FASTCALL,

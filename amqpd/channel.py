@@ -44,7 +44,7 @@ from amqpd.core.reply_to import REPLY_TO
 from amqpd.core.table import replace_reply_to, reply_to_of
 from amqpd.deliveries import Deliveries
 from amqpd.transactions import TxBuffer
-from amqpd.wire.content import body_frames, header_frame
+from amqpd.wire.content import content_frames
 from amqpd.wire.methods import (
     ACCESS_REQUEST,
     BASIC_ACK,
@@ -150,10 +150,8 @@ class Channel:
         frame_max = self.host.frame_max
         framed = message.framed
         if framed is None or framed[0] != number or framed[1] != frame_max:
-            content = [header_frame(number, message.header)]
-            if message.body:
-                content += body_frames(number, message.body, frame_max)
-            framed = (number, frame_max, content, sum(map(len, content)))
+            content, size = content_frames(number, message.header, message.body, frame_max)
+            framed = (number, frame_max, content, size)
             message.framed = framed
         self.host.send_many([method_frame, *framed[2]], len(method_frame) + framed[3])
 

@@ -276,3 +276,26 @@ def test_crc32_of_a_large_buffer_is_zlibs():
     assert speedups.crc32(data) == zlib.crc32(data)
     record = speedups.encode_publish(1, {"q": False}, "", "q", b"h", data)
     assert record == R.pure_encode_publish(1, {"q": False}, "", "q", b"h", data)
+
+
+# ---------------------------------------------------------------------------- deliveries
+
+
+@SETTINGS
+@given(
+    st.integers(0, 65535),
+    st.binary(max_size=40),
+    st.one_of(st.binary(max_size=300), st.integers(0, 20000).map(lambda n: b"b" * n)),
+    st.sampled_from([4096, 5000, 131072]),
+)
+def test_content_frames_same_bytes_and_size(channel, header, body, frame_max):
+    pieces, size = speedups.content_frames(
+        content.pure_content_frames, channel, header, body, frame_max
+    )
+    pure_pieces, pure_size = content.pure_content_frames(channel, header, body, frame_max)
+    assert b"".join(pieces) == b"".join(pure_pieces)
+    assert size == pure_size == sum(map(len, pieces))
+    reader = frames.PureFrameReader()
+    split = reader.feed(b"".join(pieces))
+    assert split[0] == (frames.FRAME_HEADER, channel, header)
+    assert b"".join(p for _, _, p in split[1:]) == body

@@ -5,8 +5,9 @@ returns `HeaderInfo`: the body size, delivery_mode, priority, expiration and the
 of the headers table (decoded on demand by `HeaderInfo.decode_headers`, for headers
 exchanges).
 The raw payload itself is what gets delivered, so properties pass through byte for byte.
-`body_frames` splits a body for a receiver's frame_max. `peek_header` is compiled
-(amqpd/accel.py) when the accelerator is available; `pure_peek_header` is its twin.
+`body_frames` splits a body for a receiver's frame_max; `content_frames` gives both, as
+pieces for writelines and their total size. `peek_header` and `content_frames` are compiled
+(amqpd/accel.py) when the accelerator is available; `pure_*` are their twins.
 """
 
 from __future__ import annotations
@@ -151,3 +152,21 @@ def body_frames(channel: int, body: bytes, frame_max: int) -> list[bytes]:
         part = view[start : start + chunk]
         pieces += (frame_head(FRAME_BODY, channel, len(part)), part, FRAME_END_BYTE)  # type: ignore[arg-type]
     return pieces
+
+
+def pure_content_frames(
+    channel: int, header: bytes, body: bytes, frame_max: int
+) -> tuple[list[bytes], int]:
+    """The content header frame and the body frames of one delivery, as pieces (joined,
+    they are the frames) and their total size."""
+    pieces = [header_frame(channel, header)]
+    if body:
+        pieces += body_frames(channel, body, frame_max)
+    return pieces, sum(map(len, pieces))
+
+
+content_frames: Callable[[int, bytes, bytes, int], tuple[list[bytes], int]] = (
+    pure_content_frames
+    if _speedups is None
+    else partial(_speedups.content_frames, pure_content_frames)
+)

@@ -14,6 +14,7 @@ limits and the error texts are the same (see amqpd/accel.py).
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from amqpd.accel import speedups
 from amqpd.encoding import erlang_binary
@@ -118,8 +119,9 @@ class PureFrameReader:
 
 _speedups = speedups()
 if _speedups is not None:
+    _CompiledReader: Any = _speedups.FrameReader
 
-    class FrameReader(_speedups.FrameReader):  # type: ignore[misc,name-defined]
+    class FrameReader(_CompiledReader):
         """The compiled twin of `PureFrameReader` (same contract, same errors)."""
 
         __slots__ = ()

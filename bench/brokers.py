@@ -1,11 +1,13 @@
-"""Start the brokers `scripts/compare` measures: a fresh amqpd, and a local RabbitMQ.
+"""Start the brokers `scripts/compare` measures: a fresh amqpd, a local RabbitMQ, LavinMQ.
 
-`AmqpdProcess` runs `python -m amqpd --port 0 --data-dir TMP` and learns the port from
-its ready line. `ensure_rabbitmq(port)` returns at once if something accepts AMQP on the
-port; otherwise it starts a detached node bench@localhost on that port and waits until a
-handshake succeeds. A missing rabbitmq-server raises `RabbitMQMissing` unless the caller
-passed install=True (then apt-get installs it). The RabbitMQ node is left running (it is
-slow to start and may be shared).
+`AmqpdProcess` runs `python -m amqpd --port 0 --data-dir TMP` (with extra environment,
+e.g. AMQPD_PURE_PYTHON=1, if given) and learns the port from its ready line.
+`LavinMQProcess` runs a given LavinMQ binary on free ports with a private data directory
+and waits until it answers AMQP. `ensure_rabbitmq(port)` returns at once if something
+accepts AMQP on the port; otherwise it starts a detached node bench@localhost on that port
+and waits until a handshake succeeds. A missing rabbitmq-server raises `RabbitMQMissing`
+unless the caller passed install=True (then apt-get installs it). The RabbitMQ node is left
+running (it is slow to start and may be shared).
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ READY = re.compile(r"listening on \[?([0-9a-fA-F:.]+)\]?:(\d+)")
 class AmqpdProcess:
     """One amqpd child with a private data directory; a context manager."""
 
-    def __init__(self, *extra_args: str) -> None:
+    def __init__(self, *extra_args: str, env: dict[str, str] | None = None) -> None:
         self.extra_args = list(extra_args)
+        self.env = env or {}
         self.port = 0
         self.host = "127.0.0.1"
         self.proc: subprocess.Popen[str] | None = None
@@ -61,6 +64,7 @@ class AmqpdProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, **self.env},
         )
         ready = threading.Event()
 
@@ -92,6 +96,90 @@ class AmqpdProcess:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> AmqpdProcess:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def lavinmq_command(binary: str, extra_args: list[str]) -> list[str]:
+    """argv of a LavinMQ on 127.0.0.1 with the placeholders `bench startup` fills in:
+    {datadir}, {port} (AMQP) and {distport} (used for its HTTP port)."""
+    return [
+        binary,
+        "--data-dir",
+        "{datadir}",
+        "--bind",
+        "127.0.0.1",
+        "--amqp-port",
+        "{port}",
+        "--http-port",
+        "{distport}",
+        *extra_args,
+    ]
+
+
+class LavinMQProcess:
+    """One LavinMQ child (binary given) on free ports with a private data directory."""
+
+    def __init__(self, binary: str, *extra_args: str) -> None:
+        self.binary = binary
+        self.extra_args = list(extra_args)
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.data_dir = ""
+        self._log: Any = None
+
+    @property
+    def uri(self) -> str:
+        return f"amqp://guest:guest@{self.host}:{self.port}/%2F"
+
+    def start(self, timeout: float = 60.0) -> LavinMQProcess:
+        self.data_dir = tempfile.mkdtemp(prefix="bench-lavinmq-")
+        self.port = free_port(self.host)
+        fill = {"{datadir}": self.data_dir, "{port}": str(self.port)}
+        fill["{distport}"] = str(free_port(self.host))
+        argv = [fill.get(a, a) for a in lavinmq_command(self.binary, self.extra_args)]
+        self._log = open(os.path.join(self.data_dir, "bench.log"), "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if amqp_answers(self.host, self.port, timeout=1.0):
+                return self
+            time.sleep(0.2)
+        self._log.flush()
+        with open(os.path.join(self.data_dir, "bench.log"), "rb") as log:
+            tail = log.read()[-2000:].decode(errors="replace")
+        self.stop()
+        raise RuntimeError(f"LavinMQ did not start ({' '.join(argv)}):\n{tail}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self.data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> LavinMQProcess:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

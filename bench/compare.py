@@ -1,11 +1,14 @@
-"""`scripts/compare`: the benchmark workloads on amqpd and RabbitMQ back to back, as a table.
+"""`scripts/compare`: the benchmark workloads on amqpd and its peers back to back, as a table.
 
 For each chosen workload it starts a fresh amqpd (temp data dir, free port), runs the
-bench command against it, then runs the same command against RabbitMQ on --rabbit-port,
-and prints both numbers with the ratio amqpd/RabbitMQ. If nothing answers on that port, a
-RabbitMQ node is started there (installed with apt-get first only with
---install-rabbitmq). Each measurement is a separate `python -m bench ... --json` process;
-the exact commands are printed so any row can be re-run by hand.
+bench command against it, then (with --pure) against a fresh amqpd forced onto its
+pure-Python codec (AMQPD_PURE_PYTHON=1), then against RabbitMQ on --rabbit-port and (with
+--lavinmq-bin PATH) against a fresh LavinMQ started from that binary, and prints every
+number with the ratio of amqpd to the best peer (RabbitMQ or LavinMQ, whichever did better
+on that metric). If nothing answers on the RabbitMQ port, a node is started there
+(installed with apt-get first only with --install-rabbitmq). Each measurement is a separate
+`python -m bench ... --json` process; the exact commands are printed so any row can be
+re-run by hand.
 """
 
 from __future__ import annotations
@@ -18,7 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .brokers import AmqpdProcess, RabbitMQMissing, ensure_rabbitmq, rabbitmq_command
+from .brokers import (
+    AmqpdProcess,
+    LavinMQProcess,
+    RabbitMQMissing,
+    ensure_rabbitmq,
+    lavinmq_command,
+    rabbitmq_command,
+)
+
+PURE_ENV = {"AMQPD_PURE_PYTHON": "1"}
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # where `python -m bench` finds bench/
 
@@ -203,6 +215,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--amqpd-arg", action="append", default=[], help="extra argument for amqpd (repeatable)"
     )
+    parser.add_argument(
+        "--pure",
+        action="store_true",
+        help="also measure amqpd on its pure-Python codec (AMQPD_PURE_PYTHON=1)",
+    )
+    parser.add_argument(
+        "--lavinmq-bin",
+        metavar="PATH",
+        help="also measure a LavinMQ started from this binary (skipped when not given)",
+    )
+    parser.add_argument(
+        "--lavinmq-arg", action="append", default=[], help="extra argument for LavinMQ"
+    )
     parser.add_argument("--json", action="store_true", help="also dump all results as JSON")
     args = parser.parse_args(argv)
     chosen = [WORKLOADS[int(n)] for n in args.workloads.split(",") if n.strip()]
@@ -213,57 +238,29 @@ def main(argv: list[str] | None = None) -> int:
         except RabbitMQMissing as missing:
             print(f"compare: {missing}", file=sys.stderr)
             return 2
-    table: list[tuple[str, str, str, str, str, str]] = []
+    ours = ["amqpd", *(["amqpd pure"] if args.pure else [])]
+    peers = ["RabbitMQ", *(["LavinMQ"] if args.lavinmq_bin else [])]
+    table: list[tuple[str, ...]] = []
     raw: dict[str, Any] = {}
     for w in chosen:
         print(f"workload {w.number}: {w.title}", flush=True)
-        if w.number == 7:
-            amqpd_cmd = [
-                "startup",
-                "--runs",
-                "3",
-                "--",
-                sys.executable,
-                "-m",
-                "amqpd",
-                "--port",
-                "0",
-                "--data-dir",
-                "{datadir}",
-                *args.amqpd_arg,
-            ]
-            ours = _bench(amqpd_cmd, True)
-            rabbit_argv, rabbit_env = rabbitmq_command(0, args.rabbit_startup_node, 0)
-            theirs = _bench(
-                [
-                    "startup",
-                    "--runs",
-                    "1",
-                    "--timeout",
-                    "120",
-                    "--",
-                    "env",
-                    "RABBITMQ_NODE_PORT={port}",
-                    "RABBITMQ_DIST_PORT={distport}",
-                    f"RABBITMQ_NODENAME={args.rabbit_startup_node}",
-                    f"HOME={rabbit_env.get('HOME', '')}",
-                    *rabbit_argv,
-                ],
-                True,
-            )
-        else:
-            with AmqpdProcess(*args.amqpd_arg) as broker:
-                ours = _bench(_command_for(w, broker.uri, args.duration), True)
-            theirs = _bench(_command_for(w, rabbit_uri, args.duration), True)
-        raw[str(w.number)] = {"amqpd": ours, "rabbitmq": theirs}
-        for (metric, a, better), (_, r, _) in zip(_rows(w, ours), _rows(w, theirs), strict=True):
-            ratio = f"{a / r:.2f}" if a is not None and r else "-"
+        results = {who: _measure(who, w, args, rabbit_uri) for who in [*ours, *peers]}
+        raw[str(w.number)] = results
+        rows = {who: _rows(w, result) for who, result in results.items()}
+        for i, (metric, _, better) in enumerate(rows["amqpd"]):
+            values = {who: rows[who][i][1] for who in rows}
+            known = [v for who in peers if (v := values[who]) is not None]
+            best = (max(known) if better else min(known)) if known else None
+            ratios = [f"{a / best:.2f}" if (a := values[w_]) is not None and best else "-"
+                      for w_ in ours]  # fmt: skip
             goal = ">=1 better" if better else "<=1 better"
-            table.append((str(w.number), metric, _fmt(a), _fmt(r), ratio, goal))
-        for who, result in (("amqpd", ours), ("rabbitmq", theirs)):
+            cells = [_fmt(values[who]) for who in [*ours, *peers]]
+            table.append((str(w.number), metric, *cells, *ratios, goal))
+        for who, result in results.items():
             if _problems(result):
-                table.append((str(w.number), f"  {who} problems", _problems(result), "", "", ""))
-    headers = ("#", "metric", "amqpd", "RabbitMQ", "amqpd/RMQ", "")
+                blank = [""] * (len(ours) * 2 + len(peers))
+                table.append((str(w.number), f"  {who} problems", _problems(result), *blank))
+    headers = ("#", "metric", *ours, *peers, *(f"{who}/best" for who in ours), "")
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
     print()
     print("  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)))
@@ -273,3 +270,61 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(raw, indent=2, sort_keys=True))
     return 0
+
+
+def _measure(who: str, w: Workload, args: argparse.Namespace, rabbit_uri: str) -> dict[str, Any]:
+    """One broker's result for one workload (a fresh broker where we start one)."""
+    env = PURE_ENV if who == "amqpd pure" else {}
+    if w.number == 7:
+        return _bench(["startup", *_startup_command(who, args, env)], True)
+    if who == "RabbitMQ":
+        return _bench(_command_for(w, rabbit_uri, args.duration), True)
+    broker: AmqpdProcess | LavinMQProcess
+    if who == "LavinMQ":
+        broker = LavinMQProcess(args.lavinmq_bin, *args.lavinmq_arg)
+    else:
+        broker = AmqpdProcess(*args.amqpd_arg, env=env)
+    try:
+        broker.start()
+    except RuntimeError as error:
+        return {"errors": [str(error)]}
+    try:
+        return _bench(_command_for(w, broker.uri, args.duration), True)
+    finally:
+        broker.stop()
+
+
+def _startup_command(who: str, args: argparse.Namespace, env: dict[str, str]) -> list[str]:
+    """`bench startup` arguments (runs, then the broker's command) for workload 7."""
+    if who == "RabbitMQ":
+        rabbit_argv, rabbit_env = rabbitmq_command(0, args.rabbit_startup_node, 0)
+        return [
+            "--runs",
+            "1",
+            "--timeout",
+            "120",
+            "--",
+            "env",
+            "RABBITMQ_NODE_PORT={port}",
+            "RABBITMQ_DIST_PORT={distport}",
+            f"RABBITMQ_NODENAME={args.rabbit_startup_node}",
+            f"HOME={rabbit_env.get('HOME', '')}",
+            *rabbit_argv,
+        ]
+    if who == "LavinMQ":
+        return ["--runs", "3", "--", *lavinmq_command(args.lavinmq_bin, args.lavinmq_arg)]
+    prefix = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
+    return [
+        "--runs",
+        "3",
+        "--",
+        *prefix,
+        sys.executable,
+        "-m",
+        "amqpd",
+        "--port",
+        "0",
+        "--data-dir",
+        "{datadir}",
+        *args.amqpd_arg,
+    ]

@@ -171,3 +171,53 @@ def test_compare_does_not_install_rabbitmq_unasked(
     monkeypatch.setenv("PATH", str(tmp_path))  # no rabbitmq-server (and no apt-get) on PATH
     with pytest.raises(RabbitMQMissing, match="--install-rabbitmq"):
         ensure_rabbitmq(port, "127.0.0.1", timeout=1.0)
+
+
+def test_compare_includes_a_lavinmq_binary_and_the_pure_python_amqpd(
+    broker: BrokerAddress, tmp_path: Path
+) -> None:
+    """--lavinmq-bin PATH starts that binary with LavinMQ's flags (a stand-in here: amqpd
+    on the ports it is given) and measures it as a peer; --pure adds the pure-Python amqpd."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "lavinmq"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {calls}\n'
+        'while [ $# -gt 0 ]; do case "$1" in\n'
+        '  --data-dir) dir=$2; shift;; --amqp-port) port=$2; shift;; esac; shift; done\n'
+        f'exec {sys.executable} -m amqpd --port "$port" --data-dir "$dir/amqpd"\n'
+    )
+    fake.chmod(0o755)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "compare"),
+            "-w",
+            "1",
+            "-z",
+            "1",
+            "--pure",
+            "--rabbit-port",  # the session broker stands in for RabbitMQ
+            str(broker.port),
+            "--rabbit-host",
+            broker.host,
+            "--lavinmq-bin",
+            str(fake),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    header = next(line for line in done.stdout.splitlines() if line.startswith("#"))
+    assert header.split() == [
+        "#", "metric", "amqpd", "amqpd", "pure", "RabbitMQ", "LavinMQ",
+        "amqpd/best", "amqpd", "pure/best",
+    ]  # fmt: skip
+    row = next(line for line in done.stdout.splitlines() if "received msg/s" in line)
+    assert "-" not in row.split()[3:8], done.stdout  # every broker gave a number
+    assert "problems" not in done.stdout, done.stdout
+    flags = calls.read_text().split()
+    assert flags[flags.index("--amqp-port") + 1].isdigit()
+    assert {"--data-dir", "--bind", "--http-port"} <= set(flags)

@@ -4,7 +4,9 @@
  * (amqpd/wire/frames.py, content.py, methods.py, amqpd/store/records.py) and fails where it
  * fails, with the same exception types; the Python modules pick these at import unless
  * AMQPD_PURE_PYTHON=1 (see amqpd/accel.py). tests/test_speedups.py checks both on the same
- * inputs. Nothing here holds state between calls except the objects a caller creates.
+ * inputs. Nothing here holds state between calls except the objects a caller creates and
+ * the CRC tables, computed once when the module is loaded and only read after that.
+ * Build: setup.py (an optional extension: without a compiler the pure-Python code runs).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

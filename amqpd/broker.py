@@ -2,7 +2,10 @@
 
 `Broker(config, loop)` is created by the server; `open_vhosts` restores each vhost from its
 log and wires the store's callbacks (pending records, durable tickets, fatal errors) back to
-the event loop. `watch_disk` blocks publishing connections while a store's disk is full.
+the event loop. Resource alarms block publishing connections (`connection.blocked`):
+`watch_disk` while a store's disk is full, `watch_memory` while memory use (RssAnon +
+RssShmem) is at or above the high watermark; `alarms()` names the alarms in effect as
+RabbitMQ does (`memory`, `disk`).
 Connections see the broker through `BrokerView` (connection.py); nothing here imports the
 connection at run time.
 """
@@ -18,6 +21,7 @@ from urllib.parse import quote
 
 from amqpd.config import Config
 from amqpd.core.vhost import VHost
+from amqpd.memory import MemoryAlarm, available_memory, format_size, parse_watermark, used_memory
 from amqpd.restore import restore
 from amqpd.scheduler import TickScheduler
 from amqpd.store import DurableStore, StoreFailed
@@ -43,7 +47,22 @@ class Broker:
         self.connections: set[Connection] = set()
         self.fatal: BaseException | None = None
         self.disk_full = False
+        watermark = parse_watermark(config.memory_high_watermark)
+        available = available_memory()
+        self.memory = MemoryAlarm(watermark.limit(available))
+        self.memory_watermark = watermark.describe(available)
+        # Why publishers are blocked ("" when they are not), as connection.blocked says it.
+        self.blocked_reason = ""
         self.stopping = asyncio.Event()
+
+    def alarms(self) -> list[str]:
+        """The resource alarms in effect, by RabbitMQ's names: "memory", "disk"."""
+        on = []
+        if self.memory.on:
+            on.append("memory")
+        if self.disk_full:
+            on.append("disk")
+        return on
 
     def open_vhosts(self) -> None:
         """Create each vhost and restore it from its log (raises StoreFailed)."""
@@ -100,9 +119,35 @@ class Broker:
             if full != self.disk_full:
                 self.disk_full = full
                 log.warning("disk full: blocking publishers" if full else "disk space back")
-                for connection in list(self.connections):
-                    if connection.publisher:
-                        connection.set_blocked(full)
+                self._alarms_changed()
+
+    async def watch_memory(self, interval: float = 0.1) -> None:
+        """Block publishing connections while memory use is at or above the watermark."""
+        log.info("memory high watermark: %s", self.memory_watermark)
+        while True:
+            await asyncio.sleep(interval)
+            self.check_memory(used_memory())
+
+    def check_memory(self, used: int) -> None:
+        """Record the memory in use (bytes); sets or clears the memory alarm."""
+        memory = self.memory
+        if memory.update(used):
+            if memory.on:
+                log.warning(
+                    "memory alarm set: %s in use, high watermark %s: blocking publishers",
+                    format_size(used),
+                    format_size(memory.limit),
+                )
+            else:
+                log.warning("memory alarm cleared: %s in use", format_size(used))
+            self._alarms_changed()
+
+    def _alarms_changed(self) -> None:
+        names = {"memory": "low on memory", "disk": "low on disk"}
+        self.blocked_reason = " & ".join(names[alarm] for alarm in self.alarms())
+        for connection in list(self.connections):
+            if connection.publisher:
+                connection.set_blocked(bool(self.blocked_reason), self.blocked_reason)
 
     def _fail(self, error: BaseException) -> None:
         log.critical("the message store failed, stopping: %s", error)

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import yaml
 
+from amqpd.memory import DEFAULT_WATERMARK, parse_watermark
 from amqpd.store.log import FSYNC_POLICIES  # the store defines what its policies are
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -69,6 +70,7 @@ class Config:
     handshake_timeout: float = 10.0
     fsync: str = "always"
     fsync_interval_ms: int = 200
+    memory_high_watermark: str = DEFAULT_WATERMARK  # a fraction like 0.4 or a size like 512MiB
     vhosts: tuple[str, ...] = ("/",)
     users: tuple[User, ...] = (User("guest", "guest", {"/": Permission()}),)
 
@@ -107,11 +109,20 @@ def _check_choice(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
     return check
 
 
+def _check_watermark(value: Any) -> str | None:
+    try:
+        parse_watermark(value)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
 @dataclass(frozen=True)
 class _Scalar:
     kind: type
     check: Callable[[Any], str | None]
     lower: bool = False
+    numbers_as_text: bool = False  # a YAML number is read as its text (kind str)
 
 
 SCALARS: Mapping[str, _Scalar] = MappingProxyType(
@@ -127,10 +138,11 @@ SCALARS: Mapping[str, _Scalar] = MappingProxyType(
         "handshake_timeout": _Scalar(float, _check_positive_float),
         "fsync": _Scalar(str, _check_choice(FSYNC_POLICIES), lower=True),
         "fsync_interval_ms": _Scalar(int, _check_int(1, None)),
+        "memory_high_watermark": _Scalar(str, _check_watermark, numbers_as_text=True),
     }
 )
 LIST_KEYS = ("vhosts", "users")
-FLAG_KEYS = ("bind", "port", "data_dir", "log_level")
+FLAG_KEYS = ("bind", "port", "data_dir", "log_level", "memory_high_watermark")
 ENV_PREFIX = "AMQPD_"
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
 
@@ -138,6 +150,8 @@ TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
 def _scalar(key: str, raw: Any, where: str, parse: bool = True) -> Any:
     """Convert and validate one scalar; strings (env, flags) are parsed, YAML must be typed."""
     spec = SCALARS[key]
+    if spec.numbers_as_text and isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        raw = str(raw)
     value = raw
     if parse and isinstance(raw, str) and spec.kind is not str:
         try:
@@ -253,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", metavar="DIR", help="data directory (default ./amqpd-data)")
     parser.add_argument(
         "--log-level", metavar="LEVEL", help="debug, info, warning or error (default info)"
+    )
+    parser.add_argument(
+        "--memory-high-watermark",
+        metavar="W",
+        help="block publishers above this memory use: a fraction of RAM like 0.4 (default) "
+        "or a size like 512MiB",
     )
     parser.add_argument("--version", action="version", version=f"amqpd {__version__}")
     return parser

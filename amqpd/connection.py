@@ -105,7 +105,7 @@ class BrokerView(Protocol):
     vhosts: dict[str, VHost]
     scheduler: TickScheduler
     connections: set[Connection]
-    disk_full: bool
+    blocked_reason: str  # why resource alarms block publishers now, "" if they do not
 
 
 class Connection:
@@ -133,7 +133,7 @@ class Connection:
         self.blocked_notify = False  # the client understands connection.blocked
         self.max_message_size = config.max_message_size
         self.writable = True  # deliveries may be written this tick
-        self.publisher = False  # some channel has published: blocked when the disk is full
+        self.publisher = False  # some channel has published: blocked by resource alarms
         self._unprocessed: list[tuple[int, int, bytes]] = []  # frames left for later turns
         self._out: list[bytes] = []
         self._out_size = 0  # bytes in _out
@@ -270,8 +270,8 @@ class Connection:
 
     def became_publisher(self) -> None:
         self.publisher = True
-        if self.broker.disk_full:
-            self.set_blocked(True)
+        if self.broker.blocked_reason:
+            self.set_blocked(True, self.broker.blocked_reason)
 
     def throttle(self, queues: list[Queue]) -> None:
         """Flow control: stop reading from this publisher until those queues' backlogs
@@ -295,16 +295,17 @@ class Connection:
             return
         self.flow.update_reading(self.transport, bool(self._unprocessed))
 
-    def set_blocked(self, blocked: bool) -> None:
-        """Stop (or resume) reading from a publishing connection while the disk is full,
-        telling clients that understand connection.blocked why."""
+    def set_blocked(self, blocked: bool, reason: str = "low on disk") -> None:
+        """Stop (or resume) reading from a publishing connection while a resource alarm (full
+        disk, memory above the watermark) is on, telling clients that understand
+        connection.blocked why (`reason`, as RabbitMQ words it)."""
         if blocked == self.flow.blocked or self.state is not OPEN or self.transport is None:
             return
         self.flow.blocked = blocked
         if self.blocked_notify:
             self._send_method(
                 0,
-                commands.Connection.Blocked(reason="low on disk")
+                commands.Connection.Blocked(reason=reason)
                 if blocked
                 else commands.Connection.Unblocked(),
             )

@@ -3,9 +3,11 @@
 `Server(config).run()` recovers every vhost from its log in `data_dir`, starts uvloop,
 listens on the configured address, logs `amqpd ready: listening on HOST:PORT` once
 connections are accepted, and runs until SIGTERM or SIGINT. Then it stops accepting,
-closes every client connection with 320 CONNECTION_FORCED, closes the stores and returns
-0. A listen failure (port taken, bad address) or an unusable data directory is logged as
-one line and returns 1; a store that cannot write stops the broker with exit code 1.
+closes every client connection with 320 CONNECTION_FORCED, closes the stores (bounded:
+a reclaim in progress is abandoned) and returns 0; a second SIGTERM or SIGINT during that
+stop exits at once with code 1 (the log is left as a crash would leave it). A listen
+failure (port taken, bad address) or an unusable data directory is logged as one line and
+returns 1; a store that cannot write stops the broker with exit code 1.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 
 import uvloop
@@ -35,6 +38,14 @@ def _format_address(sockname: tuple) -> str:
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
+
+    @staticmethod
+    def _on_signal(broker: Broker) -> None:
+        if broker.stopping.is_set():
+            log.warning("second stop signal: exiting now")
+            logging.shutdown()
+            os._exit(1)
+        broker.stopping.set()
 
     def run(self) -> int:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -68,14 +79,18 @@ class Server:
             broker.close_stores()
             return 1
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, broker.stopping.set)
+            loop.add_signal_handler(signum, self._on_signal, broker)
         addresses = ", ".join(_format_address(s.getsockname()) for s in listener.sockets)
         # The ready line is what scripts wait for: never hide it below the log level.
         ready_level = max(logging.INFO, logging.getLogger().getEffectiveLevel())
         log.log(ready_level, "amqpd ready: listening on %s", addresses)
-        disk_watch = asyncio.create_task(broker.watch_disk())
+        watches = [
+            asyncio.create_task(broker.watch_disk()),
+            asyncio.create_task(broker.watch_memory()),
+        ]
         await broker.stopping.wait()
-        disk_watch.cancel()
+        for watch in watches:
+            watch.cancel()
         log.info("shutting down")
         listener.close()
         for connection in list(broker.connections):
@@ -86,6 +101,8 @@ class Server:
         for connection in list(broker.connections):
             connection.abort()
         await asyncio.sleep(0)
-        broker.close_stores()
+        # The store's writer thread may be mid-reclaim: closing it blocks this thread for up
+        # to its CLOSE_TIMEOUT, and a second signal must still be heard, so close elsewhere.
+        await asyncio.to_thread(broker.close_stores)
         log.info("stopped")
         return 1 if broker.fatal is not None else 0

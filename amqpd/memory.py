@@ -1,0 +1,140 @@
+"""The memory budget: how much the broker uses, how much it may use, and the alarm between.
+
+`parse_watermark(text)` reads a `memory_high_watermark` setting, RabbitMQ style: a fraction of
+the memory available to the process (`0.4`) or an absolute size (`512MiB`, `2GB`, `1073741824`).
+`available_memory()` is the machine's memory or the cgroup's limit, whichever is lower.
+`used_memory()` is RssAnon + RssShmem of this process from /proc/self/status: pages of mmapped
+or cached files are reclaimable by the kernel and do not count. `MemoryAlarm.update(used)` says
+whether the alarm changed (set at or above the limit, cleared below it), and `paging(used)`
+whether queues should page message bodies out (above `PAGING_RATIO` of the limit).
+No asyncio, no sockets: the broker polls.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_WATERMARK = "0.4"
+# Queues start paging bodies out of memory above this fraction of the watermark (RabbitMQ's
+# vm_memory_high_watermark_paging_ratio).
+PAGING_RATIO = 0.5
+_UNITS = {
+    "": 1,
+    "k": 1024,
+    "kib": 1024,
+    "kb": 1000,
+    "m": 1024**2,
+    "mib": 1024**2,
+    "mb": 1000**2,
+    "g": 1024**3,
+    "gib": 1024**3,
+    "gb": 1000**3,
+    "t": 1024**4,
+    "tib": 1024**4,
+    "tb": 1000**4,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """Either a fraction of the available memory or an absolute number of bytes."""
+
+    fraction: float = 0.0
+    absolute: int = 0
+
+    def limit(self, available: int) -> int:
+        return self.absolute if self.absolute else int(self.fraction * available)
+
+    def describe(self, available: int) -> str:
+        limit = format_size(self.limit(available))
+        if self.absolute:
+            return limit
+        return f"{limit} ({self.fraction:g} of {format_size(available)})"
+
+
+def parse_watermark(text: str) -> Watermark:
+    """`0.4` -> a fraction; `512MiB`, `2GB`, `1073741824` -> bytes. Raises ValueError."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError("must be a fraction like 0.4 or a size like 512MiB")
+    number, unit = match.group(1), match.group(2).lower()
+    if unit not in _UNITS:
+        raise ValueError(f"unknown unit {match.group(2)!r} (use KiB, MiB, GiB, KB, MB, GB)")
+    if not unit and ("." in number or float(number) <= 1):
+        fraction = float(number)
+        if not 0 < fraction <= 1:
+            raise ValueError("a fraction must be > 0 and <= 1")
+        return Watermark(fraction=fraction)
+    size = int(float(number) * _UNITS[unit])
+    if size < 1024 * 1024:
+        raise ValueError("an absolute watermark must be at least 1MiB")
+    return Watermark(absolute=size)
+
+
+def format_size(size: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def used_memory(status: Path = Path("/proc/self/status")) -> int:
+    """RssAnon + RssShmem of this process in bytes (0 where /proc is missing)."""
+    try:
+        text = status.read_text()
+    except OSError:
+        return 0
+    total = 0
+    for line in text.splitlines():
+        if line.startswith(("RssAnon:", "RssShmem:")):
+            total += int(line.split()[1]) * 1024
+    return total
+
+
+def available_memory(
+    meminfo: Path = Path("/proc/meminfo"), cgroup_root: Path = Path("/sys/fs/cgroup")
+) -> int:
+    """The machine's memory, or the cgroup's limit (v2 memory.max, v1 limit) if lower."""
+    total = 0
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                total = int(line.split()[1]) * 1024
+                break
+    except OSError:
+        pass
+    for name in ("memory.max", "memory/memory.limit_in_bytes"):
+        try:
+            raw = (cgroup_root / name).read_text().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and int(raw) > 0 and (not total or int(raw) < total):
+            total = int(raw)
+    return total or 1 << 30
+
+
+class MemoryAlarm:
+    """The memory alarm's state against a fixed limit (bytes)."""
+
+    __slots__ = ("limit", "on", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.on = False
+        self.used = 0
+
+    def update(self, used: int) -> bool:
+        """Record the current use; True when the alarm was just set or cleared."""
+        self.used = used
+        on = used >= self.limit
+        if on == self.on:
+            return False
+        self.on = on
+        return True
+
+    def paging(self) -> bool:
+        """Queues should move message bodies out of memory."""
+        return self.used >= self.limit * PAGING_RATIO

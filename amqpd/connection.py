@@ -3,7 +3,8 @@
 `Connection` holds the lifecycle (`connection_state.State`, moved only along its transition
 table), runs the `Handshake` and keeps its `Negotiated` result, multiplexes channels, sends
 and checks heartbeats, coalesces everything written in a tick into one write, applies
-back-pressure (`FlowControl`: queue backlogs, a full disk, the transport's pause_writing), and
+back-pressure (`FlowControl`: queue backlogs, resource alarms, output the client does not
+read: past a limit it is not read from either), and
 turns `ChannelError` / `ConnectionError_` into channel.close / connection.close. On loss of
 the socket every channel releases what it held and exclusive queues are deleted.
 
@@ -50,7 +51,7 @@ from amqpd.core.errors import (
 from amqpd.core.queue import Queue
 from amqpd.core.vhost import VHost
 from amqpd.encoding import erlang_binary
-from amqpd.flow import FlowControl
+from amqpd.flow import UNSENT_LIMIT, FlowControl
 from amqpd.handshake import BadProtocolHeader, Handshake, HandshakeFailed, Negotiated
 from amqpd.scheduler import TickScheduler
 from amqpd.transport import Clock, Timer, Transport
@@ -234,7 +235,11 @@ class Connection:
         self.writable = False
 
     def resume_writing(self) -> None:
-        self.flow.write_paused = False
+        flow = self.flow
+        flow.write_paused = False
+        if flow.unsent:
+            flow.unsent = 0
+            self._update_reading()
         self._writable_again()
 
     def _writable_again(self) -> None:
@@ -323,6 +328,10 @@ class Connection:
             # its time managing them instead of sending.
             self.transport.write(b"".join(out))
             self._last_sent = self._clock.time()
+            if self.flow.write_paused:  # the client is not keeping up: bound what waits
+                self.flow.unsent += self._out_size
+                if self.flow.unsent > UNSENT_LIMIT and not self.flow.reading_paused:
+                    self._update_reading()
         else:
             self._out = []
         self._out_size = 0

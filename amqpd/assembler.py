@@ -5,8 +5,10 @@ basic.publish arguments, `header` and `body` the content frames; when the body i
 it calls `on_message(message, mandatory)`. Frames out of order raise `ConnectionError_`
 (505 UNEXPECTED_FRAME, RabbitMQ's texts); a user_id that is not the authenticated user or a
 body larger than `max_message_size` raise `ChannelError` (406) and drop the content.
-Like RabbitMQ, a body longer than announced never completes: the next method frame is the
-error.
+A body frame that would take the body past the size its header announced raises
+`ConnectionError_` (501 FRAME_ERROR) before it is kept, so a client cannot make the broker
+hold more than the announced (and checked) size. RabbitMQ keeps collecting there; this is a
+deliberate difference, for memory safety.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from amqpd.core.errors import PRECONDITION_FAILED, UNEXPECTED_FRAME, ChannelError, ConnectionError_
+from amqpd.core.errors import (
+    FRAME_ERROR,
+    PRECONDITION_FAILED,
+    UNEXPECTED_FRAME,
+    ChannelError,
+    ConnectionError_,
+)
 from amqpd.core.message import Message
 from amqpd.wire.content import ContentHeaderError, peek_header
 from amqpd.wire.methods import BASIC_PUBLISH, shortstr
@@ -109,9 +117,18 @@ class ContentAssembler:
             if not self.expecting:
                 raise ConnectionError_(UNEXPECTED_FRAME, NO_METHOD)
             raise ConnectionError_(UNEXPECTED_FRAME, self.expected_text(), BASIC_PUBLISH)
+        left = self._body_left - len(payload)
+        if left < 0:
+            size = self._header_info.body_size
+            raise ConnectionError_(
+                FRAME_ERROR,
+                f"content body exceeds the {size} bytes announced in its header "
+                f"({size - left} bytes received)",
+                BASIC_PUBLISH,
+            )
         self._body.append(payload)
-        self._body_left -= len(payload)
-        if self._body_left == 0:
+        self._body_left = left
+        if left == 0:
             self._complete()
 
     def _complete(self) -> None:

@@ -133,14 +133,19 @@ def test_a_foreign_user_id_is_refused() -> None:
     assert not content.expecting
 
 
-def test_a_body_longer_than_announced_never_completes() -> None:
+def test_a_body_longer_than_announced_is_a_frame_error_before_it_is_kept() -> None:
     content, collected = assembler()
     content.start("", "q", False)
-    content.header(header_payload(2))
-    content.body(b"abc")
-    assert collected.messages == [] and content.expecting
-    content.reset()
-    assert not content.expecting
+    content.header(header_payload(4))
+    content.body(b"ab")
+    with pytest.raises(ConnectionError_) as error:
+        content.body(b"cde")
+    assert error.value.code == 501 and error.value.index == (60 << 16 | 40)
+    assert error.value.text == (
+        "FRAME_ERROR - content body exceeds the 4 bytes announced in its header "
+        "(5 bytes received)"
+    )
+    assert collected.messages == [] and content._body == [b"ab"]
 
 
 # -- delivery tracker --------------------------------------------------------------------

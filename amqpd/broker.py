@@ -21,7 +21,14 @@ from urllib.parse import quote
 
 from amqpd.config import Config
 from amqpd.core.vhost import VHost
-from amqpd.memory import MemoryAlarm, available_memory, format_size, parse_watermark, used_memory
+from amqpd.memory import (
+    HeapTrimmer,
+    MemoryAlarm,
+    available_memory,
+    format_size,
+    parse_watermark,
+    used_memory,
+)
 from amqpd.restore import restore
 from amqpd.scheduler import TickScheduler
 from amqpd.store import DurableStore, StoreFailed
@@ -51,6 +58,7 @@ class Broker:
         available = available_memory()
         self.memory = MemoryAlarm(watermark.limit(available))
         self.memory_watermark = watermark.describe(available)
+        self.trimmer = HeapTrimmer()
         # Why publishers are blocked ("" when they are not), as connection.blocked says it.
         self.blocked_reason = ""
         self.stopping = asyncio.Event()
@@ -124,8 +132,12 @@ class Broker:
     async def watch_memory(self, interval: float = 0.1) -> None:
         """Block publishing connections while memory use is at or above the watermark."""
         log.info("memory high watermark: %s", self.memory_watermark)
+        ticks = 0
         while True:
             await asyncio.sleep(interval)
+            ticks += 1
+            if ticks % 10 == 0:  # once a second: give idle heap memory back to the system
+                self.trimmer.maybe_trim()
             self.check_memory(used_memory())
 
     def check_memory(self, used: int) -> None:

@@ -7,11 +7,15 @@ the memory available to the process (`0.4`) or an absolute size (`512MiB`, `2GB`
 or cached files are reclaimable by the kernel and do not count. `MemoryAlarm.update(used)` says
 whether the alarm changed (set at or above the limit, cleared below it), and `paging(used)`
 whether queues should page message bodies out (above `PAGING_RATIO` of the limit).
+`HeapTrimmer.maybe_trim()` gives memory that the C allocator holds free back to the system
+(glibc malloc_trim) when enough of it is idle, so RSS comes down after a deep queue drained.
 No asyncio, no sockets: the broker polls.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,3 +142,58 @@ class MemoryAlarm:
     def paging(self) -> bool:
         """Queues should move message bodies out of memory."""
         return self.used >= self.limit * PAGING_RATIO
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+class HeapTrimmer:
+    """Returns free heap memory to the system once more than `threshold` bytes of it are idle.
+
+    Python frees message bodies to the C allocator, which keeps the pages: after a deep queue
+    is drained, RSS would stay at its peak. glibc's mallinfo2 says how much is free, and
+    malloc_trim(0) releases every free page of every arena. Elsewhere (no glibc) it does
+    nothing.
+    """
+
+    def __init__(self, threshold: int = 32 * 1024 * 1024) -> None:
+        self.threshold = threshold
+        self.trims = 0
+        self._mallinfo2 = None
+        self._malloc_trim = None
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            mallinfo2, malloc_trim = libc.mallinfo2, libc.malloc_trim
+        except (OSError, AttributeError):
+            return
+        mallinfo2.restype = _MallInfo2
+        malloc_trim.argtypes = [ctypes.c_size_t]
+        malloc_trim.restype = ctypes.c_int
+        self._mallinfo2, self._malloc_trim = mallinfo2, malloc_trim
+
+    def free_bytes(self) -> int:
+        """Bytes the allocator holds free (0 if unknown)."""
+        return self._mallinfo2().fordblks if self._mallinfo2 is not None else 0
+
+    def maybe_trim(self) -> bool:
+        """Trim if more than `threshold` bytes are free; True if it did."""
+        if self._malloc_trim is None or self.free_bytes() < self.threshold:
+            return False
+        self._malloc_trim(0)
+        self.trims += 1
+        return True

@@ -46,7 +46,9 @@ class ContentAssembler:
         self._header_info: Any = None  # what the header of the publish in progress says
         self._body: list[bytes] = []
         self._body_left = 0
-        self._exchange_rk: dict[tuple[str, str], bytes] = {}  # encoded once per pair
+        # (exchange, routing key) -> the pair encoded, and the two strings every message of the
+        # pair shares
+        self._exchange_rk: dict[tuple[str, str], tuple[bytes, str, str]] = {}
         self._last_header = b""  # the last content header parsed, and what it said
         self._last_info: Any = None
 
@@ -77,6 +79,7 @@ class ContentAssembler:
         try:
             if payload == self._last_header:  # same properties as the last publish
                 info = self._last_info
+                payload = self._last_header  # and one bytes object for all of them
             else:
                 info = peek_header(payload)
                 self._last_header, self._last_info = payload, info
@@ -136,11 +139,16 @@ class ContentAssembler:
         body_parts = self._body
         body = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
         key = (exchange, routing_key)
-        exchange_rk = self._exchange_rk.get(key)
-        if exchange_rk is None:
+        names = self._exchange_rk.get(key)
+        if names is None:
             if len(self._exchange_rk) > EXCHANGE_RK_CACHE:
                 self._exchange_rk.clear()
-            exchange_rk = self._exchange_rk[key] = shortstr(exchange) + shortstr(routing_key)
+            names = self._exchange_rk[key] = (
+                shortstr(exchange) + shortstr(routing_key),
+                exchange,
+                routing_key,
+            )
+        exchange_rk, exchange, routing_key = names
         message = Message(exchange, routing_key, self._header, self._header_info, body, exchange_rk)
         self.expecting = False
         self._header_info = None

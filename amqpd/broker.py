@@ -5,7 +5,8 @@ log and wires the store's callbacks (pending records, durable tickets, fatal err
 the event loop. Resource alarms block publishing connections (`connection.blocked`):
 `watch_disk` while a store's disk is full, `watch_memory` while memory use (RssAnon +
 RssShmem) is at or above the high watermark; `alarms()` names the alarms in effect as
-RabbitMQ does (`memory`, `disk`).
+RabbitMQ does (`memory`, `disk`). The same watch pages queued bodies out of memory
+(`paging.Pager`) and returns free heap memory to the system (`memory.HeapTrimmer`).
 Connections see the broker through `BrokerView` (connection.py); nothing here imports the
 connection at run time.
 """
@@ -29,6 +30,7 @@ from amqpd.memory import (
     parse_watermark,
     used_memory,
 )
+from amqpd.paging import Pager
 from amqpd.restore import restore
 from amqpd.scheduler import TickScheduler
 from amqpd.store import DurableStore, StoreFailed
@@ -59,6 +61,7 @@ class Broker:
         self.memory = MemoryAlarm(watermark.limit(available))
         self.memory_watermark = watermark.describe(available)
         self.trimmer = HeapTrimmer()
+        self.pager = Pager()
         # Why publishers are blocked ("" when they are not), as connection.blocked says it.
         self.blocked_reason = ""
         self.stopping = asyncio.Event()
@@ -136,8 +139,13 @@ class Broker:
         while True:
             await asyncio.sleep(interval)
             ticks += 1
+            self.pager.page(
+                [queue for vhost in self.vhosts.values() for queue in vhost.queues.values()]
+            )
             if ticks % 10 == 0:  # once a second: give idle heap memory back to the system
                 self.trimmer.maybe_trim()
+                for store in self.stores:
+                    store.reader.prune()
             self.check_memory(used_memory())
 
     def check_memory(self, used: int) -> None:

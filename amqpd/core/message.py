@@ -7,6 +7,11 @@ module needs no codec). `exchange_rk` is the exchange and routing key already en
 two short strings, ready to splice into basic.deliver, get-ok and return frames.
 Constructing a message checks its expiration property (`ChannelError` 406 if RabbitMQ
 would refuse it).
+
+Body residency: a message whose body is kept elsewhere (its record in the store's log, or a
+spill file) can drop it from memory with `evict_body(source)`; `body` reads it back through
+`source.read_body(message)` the next time someone asks and keeps it again until the message
+is gone. `core` does no I/O itself: the source is injected by whoever evicts.
 """
 
 from __future__ import annotations
@@ -39,12 +44,19 @@ class ContentInfo(Protocol):
         ...
 
 
+class BodySource(Protocol):
+    """Where an evicted body can be read back from (a store's log, a spill file)."""
+
+    def read_body(self, message: Message) -> bytes: ...
+
+
 class Message:
     __slots__ = (
         "exchange",
         "routing_key",
         "header",
-        "body",
+        "_body",
+        "source",
         "delivery_mode",
         "info",
         "exchange_rk",
@@ -74,7 +86,8 @@ class Message:
         self.exchange = exchange
         self.routing_key = routing_key
         self.header = header
-        self.body = body
+        self._body: bytes | None = body
+        self.source: BodySource | None = None  # set while the body is evicted
         self.delivery_mode = info.delivery_mode
         self.info = info  # the other properties the broker may look at, parsed once
         self.exchange_rk = exchange_rk or shortstr(exchange) + shortstr(routing_key)
@@ -87,6 +100,27 @@ class Message:
         expiration = info.expiration
         self.ttl = None if expiration is None else parse_expiration(expiration)
         self.arrived = 0  # ms since the epoch it entered a queue with a TTL; 0 until then
+
+    @property
+    def body(self) -> bytes:
+        """The body, read back from its source if it was evicted."""
+        body = self._body
+        if body is None:
+            assert self.source is not None
+            body = self._body = self.source.read_body(self)
+            self.source = None
+        return body
+
+    @property
+    def resident(self) -> bool:
+        """The body is in memory."""
+        return self._body is not None
+
+    def evict_body(self, source: BodySource) -> None:
+        """Drop the body from memory; `source` gives it back on demand."""
+        if self._body is not None and self.framed is None:
+            self.source = source
+            self._body = None
 
     @property
     def headers(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from amqpd.store.log import DurableStore, StoreFailed
 from amqpd.store.memory import MemoryStore
+from amqpd.store.reader import LogReader, ReadBackFailed
 from amqpd.store.records import (
     BindingRecord,
     ExchangeRecord,
@@ -34,6 +35,7 @@ class Store(Protocol):
 
     @property
     def disk_full(self) -> bool: ...
+    reader: LogReader | None  # reads persistent bodies back (None: they stay in memory)
 
     @property
     def ticket(self) -> int: ...
@@ -66,8 +68,10 @@ __all__ = [
     "BindingRecord",
     "DurableStore",
     "ExchangeRecord",
+    "LogReader",
     "MemoryStore",
     "QueueRecord",
+    "ReadBackFailed",
     "Recovered",
     "RecoveredMessage",
     "Store",

@@ -64,6 +64,7 @@ from amqpd.store.head import (
     LogHead,
 )
 from amqpd.store.index import LogIndex
+from amqpd.store.reader import LogReader
 from amqpd.store.reclaim import IDLE_RECLAIM_DELAY, Reclaimer
 from amqpd.store.records import BindingRecord, ExchangeRecord, QueueRecord, Recovered
 from amqpd.store.recovery import replay
@@ -100,6 +101,7 @@ class DurableStore:
         self._reclaim = Reclaimer(
             self._index, self._head, compact_ratio, stop=lambda: self._closing
         )
+        self.reader = LogReader(self._index)  # bodies read back on the event loop
         self._corrupt = 0
         self._truncated = 0
         self._quarantined: list[Path] = []
@@ -309,6 +311,7 @@ class DurableStore:
             thread.join(CLOSE_TIMEOUT)
         self._closed = True
         self._ok = False
+        self.reader.close()
         if thread is not None and thread.is_alive():
             # stuck in the kernel (a hung disk): leave its files to it, as a crash would
             log.error("store writer did not stop within %.0fs; leaving it behind", CLOSE_TIMEOUT)

@@ -27,6 +27,7 @@ class MemoryStore:
         self.on_pending: Callable[[], object] | None = None
         self.on_fatal: Callable[[BaseException], object] | None = None
         self.disk_full = False
+        self.reader = None  # nothing to read bodies back from: they stay in memory
         self._ticket = 0
         self._durable = 0
         self._exchanges: dict[str, ExchangeRecord] = {}

@@ -1,0 +1,69 @@
+"""Paging: queued message bodies leave memory when a copy of them is on disk.
+
+Contract: `Pager.page(queues)` runs every few ticks on the event loop. In each queue longer
+than its head (the first `keep` messages, fewer for large bodies: about `keep_bytes` of
+them), every message past the head whose body is in the store's log (a
+persistent message in a durable queue, its record written) drops its body from memory
+(`Message.evict_body`); the body is read back from the log when the message reaches a
+consumer (`Message.body`, read ahead in large chunks by `store.LogReader`). So a queued
+persistent message costs memory for its compact entry, not for its body, however deep the
+queue. Each queue's newest examined entry is remembered, so a pass only looks at entries
+enqueued since the last one (from the tail, stopping there): the cost follows the publish
+rate, not the queue depth. Queues themselves are not restructured: only bodies move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from amqpd.core.queue import Queue
+
+# Messages at the head of each queue that keep their bodies (delivered next), at most about
+# this many bytes of bodies.
+KEEP_RESIDENT = 2000
+KEEP_BYTES = 4 << 20
+
+
+class Pager:
+    def __init__(self, keep: int = KEEP_RESIDENT, keep_bytes: int = KEEP_BYTES) -> None:
+        self.keep = keep
+        self.keep_bytes = keep_bytes
+        self.evicted = 0  # bodies dropped so far (stats)
+        self._examined: dict[Queue, int] = {}  # queue -> newest seq already examined
+
+    def page(self, queues: Iterable[Queue]) -> int:
+        """One pass over these queues; returns the number of bodies dropped."""
+        examined = self._examined
+        seen: dict[Queue, int] = {}
+        dropped = 0
+        for queue in queues:
+            store = queue.store
+            reader = store.reader if store is not None else None
+            messages = queue.messages
+            last = examined.get(queue, -1)
+            seen[queue] = last
+            if reader is None or not messages:
+                continue
+            size = messages[-1][1].info.body_size  # bodies of a queue are often alike
+            keep = min(self.keep, self.keep_bytes // size) if size else self.keep
+            if len(messages) <= keep:
+                continue
+            readable = reader.readable
+            newest = last
+            position = len(messages)
+            for seq, message, _redelivered in reversed(messages):
+                position -= 1
+                if seq <= last or position < keep:
+                    break
+                store_id = message.store_id
+                if newest == last:  # still in the newest entries, whose records may be pending
+                    if store_id and not readable(store_id):
+                        continue
+                    newest = seq
+                if store_id and message.resident and readable(store_id):
+                    message.evict_body(reader)
+                    dropped += 1
+            seen[queue] = newest
+        self._examined = seen  # forgets deleted queues
+        self.evicted += dropped
+        return dropped

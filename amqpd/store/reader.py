@@ -1,0 +1,109 @@
+"""Message bodies read back from the log, for queues that keep only a compact entry in memory.
+
+Contract: ``LogReader`` runs on the event loop and only reads. ``readable(message_id)`` says
+whether the message's record is on disk (written, not merely scheduled), so its body may be
+dropped from memory; ``read_body(message)`` returns the body of a message (anything with a
+``store_id`` and an ``info.body_size``) again, checking the record's CRC. It reads ahead
+(``READ_AHEAD`` bytes from the record on, in one ``pread``), so a queue delivered in publish
+order costs one system call per many messages. The writer thread
+owns the ``LogIndex``; this side only looks entries up (single dict lookups, atomic under the
+GIL). A message that compaction just moved may point at a copy not yet written: the reader
+waits for the writer (a few milliseconds at most). Open file descriptors are kept per segment
+and closed by ``prune()`` once the segment is gone from the index.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from typing import Any
+
+from amqpd.store.index import OFF_MASK, LogIndex
+from amqpd.store.records import MARK_BYTES
+
+READ_AHEAD = 256 * 1024
+MOVED_WAIT = 2.0  # seconds to wait for a moved record to be written before giving up
+
+
+class ReadBackFailed(Exception):
+    """A body could not be read back from the log (missing or damaged record)."""
+
+
+class LogReader:
+    def __init__(self, index: LogIndex) -> None:
+        self._index = index
+        self._fds: dict[int, int] = {}
+        self._chunk = b""  # the last read-ahead: segment, its start offset, the bytes
+        self._chunk_seg = -1
+        self._chunk_start = 0
+        self.reads = 0  # preads done (for tests and stats)
+
+    def readable(self, message_id: int) -> bool:
+        packed = self._index.loc.get(message_id)
+        if packed is None:
+            return False
+        seg = self._index.segs.get(packed >> 64)
+        return seg is not None and ((packed >> 32) & OFF_MASK) + (packed & OFF_MASK) <= seg.written
+
+    def read_body(self, message: Any) -> bytes:
+        message_id = message.store_id
+        body_size = message.info.body_size
+        record = self._record(message_id)
+        if record[:4] != MARK_BYTES or zlib.crc32(record[8:]) != int.from_bytes(
+            record[4:8], "little"
+        ):
+            raise ReadBackFailed(f"message {message_id}: damaged record in the log")
+        return record[len(record) - body_size :] if body_size else b""
+
+    def _record(self, message_id: int) -> bytes:
+        index = self._index
+        deadline = 0.0
+        while True:
+            packed = index.loc.get(message_id)
+            if packed is None:
+                raise ReadBackFailed(f"message {message_id} is not in the log")
+            number = packed >> 64
+            offset = (packed >> 32) & OFF_MASK
+            size = packed & OFF_MASK
+            seg = index.segs.get(number)
+            if seg is not None and offset + size <= seg.written:
+                break
+            # compaction moved it and has not written the copy yet
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + MOVED_WAIT
+            elif now > deadline:
+                raise ReadBackFailed(f"message {message_id}: its record was never written")
+            time.sleep(0.001)
+        chunk = self._chunk
+        start = offset - self._chunk_start
+        if number == self._chunk_seg and start >= 0 and start + size <= len(chunk):
+            return chunk[start : start + size]
+        fd = self._fds.get(number)
+        if fd is None:
+            try:
+                fd = self._fds[number] = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as error:
+                raise ReadBackFailed(f"message {message_id}: {error}") from None
+        length = min(max(size, READ_AHEAD), seg.written - offset)
+        chunk = os.pread(fd, length, offset)
+        self.reads += 1
+        if len(chunk) < size:
+            raise ReadBackFailed(f"message {message_id}: short read from the log")
+        self._chunk, self._chunk_seg, self._chunk_start = chunk, number, offset
+        return chunk[:size]
+
+    def prune(self) -> None:
+        """Close the descriptors of segments the log no longer has."""
+        segs = self._index.segs
+        for number in [n for n in self._fds if n not in segs]:
+            os.close(self._fds.pop(number))
+            if number == self._chunk_seg:
+                self._chunk, self._chunk_seg = b"", -1
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        self._chunk, self._chunk_seg = b"", -1

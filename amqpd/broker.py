@@ -33,6 +33,7 @@ from amqpd.memory import (
 from amqpd.paging import Pager
 from amqpd.restore import restore
 from amqpd.scheduler import TickScheduler
+from amqpd.spill import SpillLog
 from amqpd.store import DurableStore, StoreFailed
 from amqpd.timers import LoopClock
 from amqpd.wire.content import peek_header
@@ -62,6 +63,7 @@ class Broker:
         self.memory_watermark = watermark.describe(available)
         self.trimmer = HeapTrimmer()
         self.pager = Pager()
+        self.spills: dict[str, SpillLog] = {}  # vhost name -> where its transient bodies page
         # Why publishers are blocked ("" when they are not), as connection.blocked says it.
         self.blocked_reason = ""
         self.stopping = asyncio.Event()
@@ -100,6 +102,9 @@ class Broker:
             )
             store.on_fatal = lambda error: self.loop.call_soon_threadsafe(self._fail, error)
             self.vhosts[name] = vhost
+            # "#" is always quoted in vhost directory names: no vhost's log can be here
+            spill_dir = Path(self.config.data_dir) / "#spill" / quote(name, safe="")
+            self.spills[name] = SpillLog(spill_dir)
             messages = sum(len(queue.messages) for queue in vhost.queues.values())
             log.info(
                 "vhost %s: recovered %d queues, %d messages in %.3fs%s",
@@ -116,6 +121,8 @@ class Broker:
             )
 
     def close_stores(self) -> None:
+        for spill in self.spills.values():
+            spill.close()
         for store in self.stores:
             try:
                 store.close()
@@ -139,14 +146,27 @@ class Broker:
         while True:
             await asyncio.sleep(interval)
             ticks += 1
-            self.pager.page(
-                [queue for vhost in self.vhosts.values() for queue in vhost.queues.values()]
-            )
+            self.page_out(ticks)
             if ticks % 10 == 0:  # once a second: give idle heap memory back to the system
                 self.trimmer.maybe_trim()
-                for store in self.stores:
-                    store.reader.prune()
             self.check_memory(used_memory())
+
+    def page_out(self, ticks: int) -> None:
+        """Move queued bodies out of memory: persistent ones always (their records are in the
+        log), transient ones to the spill files while memory use is above the paging ratio."""
+        queues = [queue for vhost in self.vhosts.values() for queue in vhost.queues.values()]
+        spills = self.spills
+        spill_to = (lambda queue: spills.get(queue.vhost)) if self.memory.paging() else None
+        self.pager.page(queues, spill_to)
+        if ticks % 10 == 0:
+            for store in self.stores:
+                if store.reader is not None:
+                    store.reader.prune()
+        if ticks % 300 == 0:  # every 30 s: find spilled bodies that died unread
+            for name, spill in spills.items():
+                vhost = self.vhosts.get(name)
+                if vhost is not None and spill.disk_bytes():
+                    spill.recount(vhost.queues.values())
 
     def check_memory(self, used: int) -> None:
         """Record the memory in use (bytes); sets or clears the memory alarm."""

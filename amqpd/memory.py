@@ -171,7 +171,7 @@ class HeapTrimmer:
     nothing.
     """
 
-    def __init__(self, threshold: int = 32 * 1024 * 1024) -> None:
+    def __init__(self, threshold: int = 8 * 1024 * 1024) -> None:
         self.threshold = threshold
         self.trims = 0
         self._mallinfo2 = None

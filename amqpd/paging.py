@@ -7,17 +7,27 @@ persistent message in a durable queue, its record written) drops its body from m
 (`Message.evict_body`); the body is read back from the log when the message reaches a
 consumer (`Message.body`, read ahead in large chunks by `store.LogReader`). So a queued
 persistent message costs memory for its compact entry, not for its body, however deep the
-queue. Each queue's newest examined entry is remembered, so a pass only looks at entries
-enqueued since the last one (from the tail, stopping there): the cost follows the publish
-rate, not the queue depth. Queues themselves are not restructured: only bodies move.
+queue. While the broker nears its memory watermark, `page(queues, spill_to)` also writes
+transient bodies past the head to the vhost's spill file (`spill.SpillLog`), from which they
+are read back the same way. A persistent message that another queue also holds keeps its body
+(the other queue may outlive the record). Each queue's newest examined entry is remembered, so
+a pass only looks at entries enqueued since the last one (from the tail, stopping there): the
+cost follows the publish rate, not the queue depth. Queues themselves are not restructured:
+only bodies move.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 
+from amqpd.core.message import Message
 from amqpd.core.queue import Queue
+from amqpd.spill import SpillLog
 
+# sys.getrefcount of a message held by one queue entry only, seen from the loop in `page`: the
+# entry, the loop variable and the call's argument.
+_ONE_HOLDER = 3
 # Messages at the head of each queue that keep their bodies (delivered next), at most about
 # this many bytes of bodies.
 KEEP_RESIDENT = 2000
@@ -30,9 +40,17 @@ class Pager:
         self.keep_bytes = keep_bytes
         self.evicted = 0  # bodies dropped so far (stats)
         self._examined: dict[Queue, int] = {}  # queue -> newest seq already examined
+        self._spilling = False
 
-    def page(self, queues: Iterable[Queue]) -> int:
-        """One pass over these queues; returns the number of bodies dropped."""
+    def page(
+        self, queues: Iterable[Queue], spill_to: Callable[[Queue], SpillLog | None] | None = None
+    ) -> int:
+        """One pass over these queues; returns the number of bodies dropped. With `spill_to`,
+        transient bodies go to the spill file it names for their queue."""
+        if (spill_to is not None) != self._spilling:
+            self._spilling = spill_to is not None
+            if self._spilling:  # entries passed over before may now be spilled: look again
+                self._examined.clear()
         examined = self._examined
         seen: dict[Queue, int] = {}
         dropped = 0
@@ -42,15 +60,18 @@ class Pager:
             messages = queue.messages
             last = examined.get(queue, -1)
             seen[queue] = last
-            if reader is None or not messages:
+            spill = spill_to(queue) if spill_to is not None else None
+            if (reader is None and spill is None) or not messages:
                 continue
             size = messages[-1][1].info.body_size  # bodies of a queue are often alike
             keep = min(self.keep, self.keep_bytes // size) if size else self.keep
             if len(messages) <= keep:
                 continue
-            readable = reader.readable
+            readable = reader.readable if reader is not None else _never
+            getrefcount = sys.getrefcount
             newest = last
             position = len(messages)
+            transient: list[Message] = []
             for seq, message, _redelivered in reversed(messages):
                 position -= 1
                 if seq <= last or position < keep:
@@ -60,10 +81,23 @@ class Pager:
                     if store_id and not readable(store_id):
                         continue
                     newest = seq
-                if store_id and message.resident and readable(store_id):
-                    message.evict_body(reader)
-                    dropped += 1
+                if not message.resident or message.framed is not None:
+                    continue
+                if store_id:
+                    if readable(store_id) and getrefcount(message) == _ONE_HOLDER:
+                        message.evict_body(reader)  # type: ignore[arg-type]
+                        dropped += 1
+                elif spill is not None and message.info.body_size:
+                    transient.append(message)
+            if transient and spill is not None:
+                transient.reverse()  # oldest first: read back in file order
+                spill.spill(transient)
+                dropped += len(transient)
             seen[queue] = newest
         self._examined = seen  # forgets deleted queues
         self.evicted += dropped
         return dropped
+
+
+def _never(message_id: int) -> bool:
+    return False

@@ -17,6 +17,7 @@ import pytest
 from amqpd.core.message import Message
 from amqpd.core.queue import Queue
 from amqpd.paging import Pager
+from amqpd.spill import SpillLog
 from amqpd.store import DurableStore, QueueRecord, ReadBackFailed
 from amqpd.wire.content import peek_header
 from tests.broker_process import BrokerProcess, external_broker
@@ -59,14 +60,16 @@ def test_bodies_past_the_head_are_evicted_once_written_and_read_back_in_order(
 ) -> None:
     store, queue = durable_queue(tmp_path)
     pager = Pager(keep=10)
-    messages = [publish(store, queue, i, b"body-%05d" % i * 50) for i in range(1, 1001)]
+    for i in range(1, 1001):
+        publish(store, queue, i, b"body-%05d" % i * 50)
     assert pager.page([queue]) == 0  # nothing written yet: nothing may leave memory
     wait_written(store, 1000)
     assert pager.page([queue]) == 990
-    assert [m.resident for m in messages[:10]] == [True] * 10
-    assert not any(m.resident for m in messages[10:])
+    resident = [message.resident for _seq, message, _redelivered in queue.messages]
+    assert resident == [True] * 10 + [False] * 990
     assert pager.page([queue]) == 0  # a second pass looks only at newer entries
-    more = [publish(store, queue, i, b"more-%05d" % i * 50) for i in range(1001, 1101)]
+    for i in range(1001, 1101):
+        publish(store, queue, i, b"more-%05d" % i * 50)
     wait_written(store, 1100)
     assert pager.page([queue]) == 100
     reads_before = store.reader.reads
@@ -79,19 +82,64 @@ def test_bodies_past_the_head_are_evicted_once_written_and_read_back_in_order(
         b"more-%05d" % i * 50 for i in range(1001, 1101)
     ]
     assert store.reader.reads - reads_before < 20  # read ahead: far fewer reads than bodies
-    assert more[-1].body.startswith(b"more-01100")
     store.close()
+
+
+def test_a_message_another_queue_also_holds_keeps_its_body(tmp_path: Path) -> None:
+    store, queue = durable_queue(tmp_path)
+    other = Queue("transient", "/", schedule=lambda queue: None)
+    message = publish(store, queue, 1, b"shared")
+    other.enqueue(message)
+    del message
+    wait_written(store, 1)
+    assert Pager(keep=0).page([queue, other]) == 0
+    store.close()
+
+
+def test_transient_bodies_spill_to_a_file_and_come_back(tmp_path: Path) -> None:
+    queue = Queue("t", "/", schedule=lambda queue: None)
+    for i in range(300):
+        body = b"t%04d" % i * 100
+        queue.enqueue(
+            Message("", "t", header_for(len(body)), peek_header(header_for(len(body))), body)
+        )
+    spill = SpillLog(tmp_path / "spill", segment_bytes=10_000)
+    pager = Pager(keep=50)
+    assert pager.page([queue]) == 0  # not near the watermark: transient bodies stay
+    assert pager.page([queue], lambda queue: spill) == 250
+    assert spill.disk_bytes() == 250 * 500
+    got = [queue.take()[1].body for _ in range(300)]  # type: ignore[index]
+    assert got == [b"t%04d" % i * 100 for i in range(300)]
+    assert spill.disk_bytes() <= 10_000  # files read back in full are deleted
+    spill.close()
+    assert not (tmp_path / "spill").exists()
+
+
+def test_spill_files_of_messages_dropped_unread_are_reclaimed(tmp_path: Path) -> None:
+    queue = Queue("t", "/", schedule=lambda queue: None)
+    for _ in range(100):
+        queue.enqueue(
+            Message("", "t", header_for(1000), peek_header(header_for(1000)), b"x" * 1000)
+        )
+    spill = SpillLog(tmp_path / "spill", segment_bytes=10_000)
+    Pager(keep=0).page([queue], lambda queue: spill)
+    assert spill.disk_bytes() == 100_000
+    queue.purge()
+    spill.recount([queue])
+    assert spill.disk_bytes() == 0
+    spill.close()
 
 
 def test_a_body_survives_compaction_moving_its_record(tmp_path: Path) -> None:
     store, queue = durable_queue(tmp_path, segment_bytes=8 * 1024, compact_ratio=0.9)
     pager = Pager(keep=0)
-    kept = publish(store, queue, 1, b"K" * 500)
+    publish(store, queue, 1, b"K" * 500)
     store.queue_declared(QueueRecord("c", False, {}))
     for i in range(2, 60):
         store.message_published(i, ["c"], "", "c", header_for(1000), b"c" * 1000)
     wait_written(store, 59)
     pager.page([queue])
+    kept = queue.messages[0][1]
     assert not kept.resident
     where = store._index.loc[1]
     for i in range(2, 60):
@@ -107,9 +155,11 @@ def test_a_body_survives_compaction_moving_its_record(tmp_path: Path) -> None:
 
 def test_a_damaged_record_is_not_read_back_as_a_body(tmp_path: Path) -> None:
     store, queue = durable_queue(tmp_path)
-    message = publish(store, queue, 1, b"precious" * 10)
+    publish(store, queue, 1, b"precious" * 10)
     wait_written(store, 1)
     Pager(keep=0).page([queue])
+    message = queue.messages[0][1]
+    assert not message.resident
     [segment] = sorted((tmp_path / "log").glob("segment-*.log"))
     data = bytearray(segment.read_bytes())
     at = data.rfind(b"precious")

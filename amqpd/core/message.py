@@ -57,6 +57,7 @@ class Message:
         "header",
         "_body",
         "source",
+        "spilled",
         "delivery_mode",
         "info",
         "exchange_rk",
@@ -88,6 +89,7 @@ class Message:
         self.header = header
         self._body: bytes | None = body
         self.source: BodySource | None = None  # set while the body is evicted
+        self.spilled = 0  # where a spill file keeps the body (the spill file's own number)
         self.delivery_mode = info.delivery_mode
         self.info = info  # the other properties the broker may look at, parsed once
         self.exchange_rk = exchange_rk or shortstr(exchange) + shortstr(routing_key)

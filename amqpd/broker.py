@@ -86,6 +86,7 @@ class Broker:
                 fsync=self.config.fsync,
                 fsync_interval_ms=self.config.fsync_interval_ms,
             )
+            store.recover_bodies = False  # a deep queue's bodies stay in the log
             recovered = store.recover()
             self.stores.append(store)
             vhost = VHost(

@@ -31,6 +31,7 @@ log = logging.getLogger("amqpd.restore")
 def restore(vhost: VHost, recovered: Recovered) -> int:
     """Load `recovered` into `vhost`; returns the number of entries skipped."""
     store, vhost.store = vhost.store, None
+    reader = store.reader if store is not None else None
     skipped = 0
     collecting = gc.isenabled()
     gc.disable()  # millions of new objects, no cycles among them: don't let the GC rescan
@@ -104,11 +105,13 @@ def restore(vhost: VHost, recovered: Recovered) -> int:
                 exchange_rk = names.get(pair)
                 if exchange_rk is None:
                     exchange_rk = names[pair] = shortstr(pair[0]) + shortstr(pair[1])
-                message = Message(
-                    pair[0], pair[1], parsed[0], parsed[1], recovered_message.body, exchange_rk
-                )
+                body = recovered_message.body
+                resident = b"" if body is None else body
+                message = Message(pair[0], pair[1], parsed[0], parsed[1], resident, exchange_rk)
                 message.store_id = recovered_message.message_id
                 message.arrived = arrived
+                if body is None and reader is not None:  # left in the log: read back on delivery
+                    message.evict_body(reader)
                 queue.enqueue(message, redelivered=recovered_message.delivered)
         vhost.next_message_id = max(vhost.next_message_id, recovered.next_message_id)
     finally:

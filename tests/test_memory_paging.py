@@ -16,6 +16,7 @@ import pytest
 
 from amqpd.core.message import Message
 from amqpd.core.queue import Queue
+from amqpd.memory import used_memory
 from amqpd.paging import Pager
 from amqpd.spill import SpillLog
 from amqpd.store import DurableStore, QueueRecord, ReadBackFailed
@@ -202,3 +203,35 @@ def test_a_queue_deeper_than_the_watermark_is_published_and_drained_in_order(
         assert seen == list(range(count))
         connection.close()
         publisher.close()
+
+
+@pytest.mark.skipif(external_broker() is not None, reason="restarts its own amqpd")
+def test_recovery_leaves_bodies_in_the_log(tmp_path: Path) -> None:
+    count, size = 2000, 64 * 1024  # 128 MiB of bodies
+    data = tmp_path / "data"
+    with BrokerProcess(data) as broker:
+        params = pika.ConnectionParameters(broker.host, broker.port)
+        connection = pika.BlockingConnection(params)
+        channel = connection.channel()
+        channel.queue_declare("recovered", durable=True)
+        channel.confirm_delivery()
+        persistent = pika.BasicProperties(delivery_mode=2)
+        for i in range(count):
+            channel.basic_publish("", "recovered", struct.pack(">Q", i) * (size // 8), persistent)
+        connection.close()
+    with BrokerProcess(data) as broker:
+        assert broker.proc is not None
+        used = used_memory(Path(f"/proc/{broker.proc.pid}/status"))
+        assert used < 96 * 1024 * 1024, f"{used >> 20} MiB after recovering 128 MiB of bodies"
+        connection = pika.BlockingConnection(pika.ConnectionParameters(broker.host, broker.port))
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=100)
+        seen = []
+        for method, _properties, body in channel.consume("recovered", inactivity_timeout=30):
+            assert method is not None, f"stalled after {len(seen)}"
+            assert body == struct.pack(">Q", len(seen)) * (size // 8)
+            seen.append(method.delivery_tag)
+            channel.basic_ack(method.delivery_tag)
+            if len(seen) == count:
+                break
+        connection.close()

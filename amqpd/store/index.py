@@ -61,6 +61,19 @@ class LogIndex:
         self.qdeliv: dict[str, int] = {}  # queue -> delivered watermark (ids <= it delivered)
         self.segs: dict[int, Segment] = {}  # oldest first
         self.max_id = 0
+        self._peak = 0  # most live messages since the last shrink
+
+    def shrink(self) -> None:
+        """Give back the memory of dicts that emptied: a dict keeps its largest table until
+        it is rebuilt, so after a deep queue drained the index would hold it for good."""
+        live = len(self.loc)
+        peak = self._peak = max(self._peak, live)
+        if peak < 4096 or live > peak // 4:
+            return
+        self.loc = dict(self.loc)
+        self.refs = dict(self.refs)
+        self.qmsgs = {name: dict(held) for name, held in self.qmsgs.items()}
+        self._peak = live
 
     def live_bytes(self) -> int:
         n = 0

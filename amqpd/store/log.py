@@ -102,6 +102,8 @@ class DurableStore:
             self._index, self._head, compact_ratio, stop=lambda: self._closing
         )
         self.reader = LogReader(self._index)  # bodies read back on the event loop
+        # False: recover() leaves message bodies in the log (RecoveredMessage.body is None)
+        self.recover_bodies = True
         self._corrupt = 0
         self._truncated = 0
         self._quarantined: list[Path] = []
@@ -412,6 +414,7 @@ class DurableStore:
             if self._idle_at is not None and time.monotonic() >= self._idle_at:
                 self._idle_at = None  # nothing came for a while: retire a mostly-dead head
                 reclaim.reclaim(idle=True)
+                self._index.shrink()
 
     def _wake_in(self) -> float | None:
         """Seconds until the idle writer has something to do by itself (None: nothing)."""
@@ -477,7 +480,7 @@ class DurableStore:
             raise StoreFailed(f"{self.directory} is in use by another store") from exc
         index = self._index
         head = self._head
-        found = replay(self.directory, index)
+        found = replay(self.directory, index, self.recover_bodies)
         self._corrupt = found.corrupt
         self._truncated = found.truncated
         self._quarantined = found.quarantined

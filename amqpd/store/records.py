@@ -55,7 +55,7 @@ class RecoveredMessage:
     exchange: str
     routing_key: str
     header: bytes
-    body: bytes
+    body: bytes | None  # None: recovered without it, to be read back from the log
     delivered: bool
 
 

@@ -14,11 +14,13 @@ order, the next message id to hand out and what it found.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from struct import Struct
+from typing import Any
 
 from amqpd.store import records as R
 from amqpd.store.index import OFF_MASK, LogIndex, Segment
@@ -48,16 +50,25 @@ class Replayed:
     quarantined: list[Path] = field(default_factory=list)
 
 
-def replay(directory: Path, index: LogIndex) -> Replayed:
-    """Replay all segment files of ``directory`` into ``index``; see the module docstring."""
+def _map(path: Path) -> Any:
+    """The file's bytes, mapped (pages of a mapped file are cache, not the process's memory)."""
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            return b""
+        return mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ)
+
+
+def replay(directory: Path, index: LogIndex, bodies: bool = True) -> Replayed:
+    """Replay all segment files of ``directory`` into ``index``; see the module docstring.
+    With ``bodies=False`` recovered messages carry no body (None): read it back later."""
     found = list_segments(directory)
     out = Replayed(files=len(found))
-    datas: dict[int, bytes] = {}
+    datas: dict[int, Any] = {}
     watermark = 0
     for position, (number, path) in enumerate(found):
         out.next_number = max(out.next_number, number + 1)
         last = position == len(found) - 1
-        data = path.read_bytes()
+        data = _map(path)
         header = header_ok(data)
         if header is not None and header[0] > R.VERSION:
             log.error(
@@ -81,7 +92,7 @@ def replay(directory: Path, index: LogIndex) -> Replayed:
         datas[number] = data
         watermark = max(watermark, _replay_segment(index, seg, data, datas, last, out))
     _quarantine_orphans(directory, index, out)
-    out.messages = _recovered_messages(index, datas)
+    out.messages = _recovered_messages(index, datas, bodies)
     datas.clear()
     out.next_id = max(index.max_id + 1, watermark, 1)
     index.max_id = out.next_id - 1
@@ -297,7 +308,7 @@ def _quarantine_orphans(directory: Path, index: LogIndex, out: Replayed) -> None
 
 
 def _recovered_messages(
-    index: LogIndex, datas: dict[int, bytes]
+    index: LogIndex, datas: dict[int, Any], bodies: bool = True
 ) -> dict[str, list[RecoveredMessage]]:
     strings: dict[bytes, str] = {}
     shared: dict[int, tuple[str, str, bytes, bytes]] = {}
@@ -334,7 +345,12 @@ def _recovered_messages(
                     p += 3 + n
                 (n,) = _U32(data, p)
                 p += 4
-                content = (exchange, routing_key, data[p : p + n], data[p + n : end])
+                content = (
+                    exchange,
+                    routing_key,
+                    data[p : p + n],
+                    data[p + n : end] if bodies else None,
+                )
                 if mid in refs:
                     shared[mid] = content
             lst.append(RecoveredMessage(mid, *content, held[mid] or mid <= watermark))

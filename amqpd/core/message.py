@@ -29,6 +29,9 @@ class ContentInfo(Protocol):
     def delivery_mode(self) -> int: ...
 
     @property
+    def body_size(self) -> int: ...
+
+    @property
     def priority(self) -> int | None: ...
 
     @property

@@ -35,7 +35,9 @@ class Store(Protocol):
 
     @property
     def disk_full(self) -> bool: ...
-    reader: LogReader | None  # reads persistent bodies back (None: they stay in memory)
+    @property
+    def reader(self) -> LogReader | None:
+        """Reads persistent bodies back from the log (None: they stay in memory)."""
 
     @property
     def ticket(self) -> int: ...

@@ -311,7 +311,7 @@ def _recovered_messages(
     index: LogIndex, datas: dict[int, Any], bodies: bool = True
 ) -> dict[str, list[RecoveredMessage]]:
     strings: dict[bytes, str] = {}
-    shared: dict[int, tuple[str, str, bytes, bytes]] = {}
+    shared: dict[int, tuple[str, str, bytes, bytes | None]] = {}
     loc = index.loc
     refs = index.refs
     out: dict[str, list[RecoveredMessage]] = {}

@@ -30,8 +30,8 @@ from amqpd.spill import SpillLog
 _ONE_HOLDER = 3
 # Messages at the head of each queue that keep their bodies (delivered next), at most about
 # this many bytes of bodies.
-KEEP_RESIDENT = 2000
-KEEP_BYTES = 4 << 20
+KEEP_RESIDENT = 10_000
+KEEP_BYTES = 16 << 20
 
 
 class Pager:

@@ -13,12 +13,13 @@ are read back the same way. A persistent message that another queue also holds k
 (the other queue may outlive the record). Each queue's newest examined entry is remembered, so
 a pass only looks at entries enqueued since the last one (from the tail, stopping there): the
 cost follows the publish rate, not the queue depth. Queues themselves are not restructured:
-only bodies move.
+only bodies move. Priority queues (not one deque in arrival order) keep their bodies.
 """
 
 from __future__ import annotations
 
 import sys
+from collections import deque
 from collections.abc import Callable, Iterable
 
 from amqpd.core.message import Message
@@ -60,8 +61,10 @@ class Pager:
             messages = queue.messages
             last = examined.get(queue, -1)
             seen[queue] = last
+            if type(messages) is not deque or not messages:  # priority queues keep their bodies
+                continue
             spill = spill_to(queue) if spill_to is not None else None
-            if (reader is None and spill is None) or not messages:
+            if reader is None and spill is None:
                 continue
             size = messages[-1][1].info.body_size  # bodies of a queue are often alike
             keep = min(self.keep, self.keep_bytes // size) if size else self.keep

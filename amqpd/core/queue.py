@@ -164,7 +164,7 @@ class Queue:
             message.arrived = self.clock.now()
         messages.append((seq, message, redelivered))
         if self.max_bytes is not None:
-            self.ready_bytes += len(message.body)
+            self.ready_bytes += message.info.body_size
         over = self.drops_head and self._over_limit()
         if self.consumers:
             if ttl == 0 or over:
@@ -198,14 +198,15 @@ class Queue:
         while messages and self._over_limit():
             message = messages.popleft()[1]
             if self.max_bytes is not None:
-                self.ready_bytes -= len(message.body)
+                self.ready_bytes -= message.info.body_size
             dropped.append(message)
         self._discard(dropped, MAXLEN)
 
     def refuses(self, message: Message) -> bool:
         """x-overflow reject-publish(-dlx): True if `message` would take the queue over a limit."""
+        size = message.info.body_size
         return (self.max_length is not None and len(self.messages) >= self.max_length) or (
-            self.max_bytes is not None and self.ready_bytes + len(message.body) > self.max_bytes
+            self.max_bytes is not None and self.ready_bytes + size > self.max_bytes
         )
 
     def deadline(self, message: Message) -> int | None:
@@ -238,7 +239,7 @@ class Queue:
             expired.append(message)
         if expired:
             if self.max_bytes is not None:
-                self.ready_bytes -= sum(len(message.body) for message in expired)
+                self.ready_bytes -= sum(message.info.body_size for message in expired)
             self._discard(expired, EXPIRED)
             if self.backlogged and len(messages) <= FLOW_LOW:
                 self.release_publishers()
@@ -300,7 +301,7 @@ class Queue:
             entry = messages.popleft()
             message = entry[1]
             if self.max_bytes is not None:
-                self.ready_bytes -= len(message.body)
+                self.ready_bytes -= message.info.body_size
             if self.may_expire:
                 due = self.deadline(message)
                 if due is not None and due <= self.clock.now():
@@ -350,7 +351,7 @@ class Queue:
         self._discard(expired, EXPIRED)
         messages = self.messages
         if self.max_bytes is not None:
-            self.ready_bytes += sum(len(entry[1].body) for entry in kept)
+            self.ready_bytes += sum(entry[1].info.body_size for entry in kept)
         if isinstance(messages, PriorityMessages):
             messages.requeue(kept)
         elif kept:
@@ -545,7 +546,7 @@ class Queue:
                 break
             seq, message, redelivered = messages.popleft()
             if self.max_bytes is not None:
-                self.ready_bytes -= len(message.body)
+                self.ready_bytes -= message.info.body_size
             if now is not None:
                 if message.ttl is None:
                     due = None if queue_ttl is None else message.arrived + queue_ttl

@@ -52,6 +52,7 @@ class AmqpdSession:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.brokers: list[Broker] = []
+        self.started = 0  # brokers started in this run, for the curious (and the tests)
         self.vhost_tests = 0
         self.pool = VhostPool()
 
@@ -75,6 +76,7 @@ class AmqpdSession:
             kwargs.setdefault("fsync", self.option("amqpd_fsync") or "never")
         broker = Broker(**kwargs)
         self.brokers.append(broker)
+        self.started += 1
         try:
             return broker.start()
         except BaseException:
@@ -219,8 +221,8 @@ def amqpd_vhost(amqpd: Broker | Endpoint, pytestconfig: pytest.Config) -> Iterat
 def amqpd_factory(pytestconfig: pytest.Config) -> Iterator[Callable[..., Broker]]:
     """Start extra brokers: `amqpd_factory(vhosts=[...], users={...}, data_dir=..., fsync=...)`
     returns a started `Broker` (see amqpd.testing.Broker for every keyword); each is killed
-    and its private files removed when the test ends (a given data_dir is kept). `restart()`, `kill()`, `stop()` and
-    `start()` act on it."""
+    and its private files removed when the test ends (a given data_dir is kept).
+    `restart()`, `restart(kill=True)`, `kill()`, `stop()` and `start()` act on it."""
     state = _state(pytestconfig)
     started: list[Broker] = []
 

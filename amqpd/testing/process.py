@@ -69,7 +69,7 @@ class Broker:
         self.user, self.password = settings.first_login()
         self.log_lines: list[str] = []
         self.ready_seconds: float | None = None
-        self.returncode: int | None = None
+        self.returncode: int | None = None  # of the last process that exited
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
         self._closed = False
@@ -152,7 +152,6 @@ class Broker:
             env=env,
             start_new_session=True,  # its own process group: Ctrl-C is ours to handle
         )
-        self.returncode = None
         self.ready_seconds = None
         atexit.register(self._kill_at_exit)
         self.log_lines.append(f"--- {self.name}: pid {self._proc.pid} started ---")

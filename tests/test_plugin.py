@@ -303,3 +303,30 @@ def test_broker_class_context_manager() -> None:
         assert pid is not None
     assert not broker.running and wait_gone(pid, 5)
     assert "amqpd ready: listening on 127.0.0.1:" in broker.log_text()
+
+
+@pytest.mark.skipif(
+    not (os.environ.get("AMQPD_TEST_URL") and os.environ.get("AMQPD_TEST_MANAGEMENT_URL")),
+    reason="needs a RabbitMQ: AMQPD_TEST_URL=host:port AMQPD_TEST_MANAGEMENT_URL=http://host:port",
+)
+def test_fresh_vhosts_on_an_external_rabbitmq(pytester: pytest.Pytester) -> None:
+    """--amqpd-url plus --amqpd-management-url: each test's vhost is created and deleted
+    through the management API, so the same isolated tests run on RabbitMQ."""
+    pytester.makepyfile(
+        """
+        import pika, pytest
+
+        @pytest.mark.parametrize("round", range(2))
+        def test_isolated(amqpd_vhost, round):
+            assert amqpd_vhost.vhost.startswith("amqpd-test-")
+            conn = pika.BlockingConnection(pika.URLParameters(amqpd_vhost.url))
+            ch = conn.channel()
+            assert ch.queue_declare("shared-name").method.message_count == 0
+            ch.basic_publish("", "shared-name", b"left behind")
+            conn.close()
+        """
+    )
+    url = os.environ["AMQPD_TEST_URL"]
+    management = os.environ["AMQPD_TEST_MANAGEMENT_URL"]
+    result = run(pytester, "--amqpd-url", url, "--amqpd-management-url", management)
+    result.assert_outcomes(passed=2)

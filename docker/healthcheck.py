@@ -1,8 +1,12 @@
-"""Container health check: does an AMQP 0-9-1 broker answer on the port?
+#!/usr/bin/env python3
+"""Container health check: does amqpd answer AMQP on the address it really listens on?
 
-Sends the protocol header `AMQP\\x00\\x00\\x09\\x01` and expects a connection.start method
-frame (type 1, channel 0, class 10, method 10, frame-end 0xCE). Exit 0 if so, 1 if not.
-Usage: healthcheck.py [HOST [PORT]]; defaults: 127.0.0.1 and $AMQPD_PORT or 5672.
+The address comes from the ready file the entrypoint writes from amqpd's ready line
+($AMQPD_READY_FILE, default /tmp/amqpd.ready: "HOST PORT"), so `--port`, AMQPD_PORT and a
+config file's port are all honoured; no ready file means not ready yet (still recovering).
+`healthcheck.py HOST PORT` checks that address instead. The check sends the protocol header
+`AMQP\\x00\\x00\\x09\\x01` and expects a connection.start method frame (type 1, channel 0,
+class 10, method 10, frame-end 0xCE). Exit 0 if so, 1 if not.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD = 1
 FRAME_END = 0xCE
 CONNECTION_START = (10, 10)
+DEFAULT_READY_FILE = "/tmp/amqpd.ready"
 
 
 def read_exactly(sock: socket.socket, count: int) -> bytes:
@@ -45,10 +50,23 @@ def check(host: str, port: int, timeout: float = 3.0) -> str | None:
     return None
 
 
+def address(argv: list[str]) -> tuple[str, int] | str:
+    """(host, port) to check, or why there is none yet."""
+    if len(argv) > 2:
+        return argv[1], int(argv[2])
+    path = os.environ.get("AMQPD_READY_FILE") or DEFAULT_READY_FILE
+    try:
+        host, port = open(path, encoding="ascii").read().split()
+    except FileNotFoundError:
+        return f"not ready yet (no {path})"
+    except (OSError, ValueError) as exc:
+        return f"unreadable {path}: {exc}"
+    return host, int(port)
+
+
 def main(argv: list[str]) -> int:
-    host = argv[1] if len(argv) > 1 else "127.0.0.1"
-    port = int(argv[2] if len(argv) > 2 else os.environ.get("AMQPD_PORT") or 5672)
-    problem = check(host, port)
+    target = address(argv)
+    problem = target if isinstance(target, str) else check(*target)
     if problem:
         print(f"unhealthy: {problem}", file=sys.stderr)
         return 1

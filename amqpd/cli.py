@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from amqpd.config import ConfigError, load_config
+from amqpd.config import ConfigError, load_config, unknown_environment
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"amqpd: invalid config: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
+    for problem in unknown_environment():
+        logging.getLogger("amqpd.config").warning("%s", problem)
     from amqpd.server import Server
 
     try:

@@ -9,6 +9,7 @@ message names the offending key and where it came from. No module-level state.
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
 import re
@@ -144,6 +145,8 @@ SCALARS: Mapping[str, _Scalar] = MappingProxyType(
 LIST_KEYS = ("vhosts", "users")
 FLAG_KEYS = ("bind", "port", "data_dir", "log_level", "memory_high_watermark")
 ENV_PREFIX = "AMQPD_"
+# AMQPD_* variables that are not settings but are read by amqpd's tools (tests, the image).
+TOOL_VARIABLES = ("AMQPD_CONFIG", "AMQPD_TEST_URL", "AMQPD_TEST_MANAGEMENT_URL", "AMQPD_READY_FILE")
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
 
 
@@ -341,3 +344,22 @@ def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None
             values[key] = _scalar(key, raw, f"from --{key.replace('_', '-')}")
 
     return Config(**values)
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per AMQPD_* variable that names no setting (a typo is otherwise silently
+    ignored), with the closest real name when there is one. Not an error: a warning."""
+    env = os.environ if environ is None else environ
+    known = [ENV_PREFIX + key.upper() for key in SCALARS]
+    problems = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in known or name in TOOL_VARIABLES:
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key in LIST_KEYS:
+            problems.append(f"{name} is ignored: {key} can only be set in the config file")
+            continue
+        close = difflib.get_close_matches(key, list(SCALARS), n=1)
+        hint = f" (did you mean {ENV_PREFIX}{close[0].upper()}?)" if close else ""
+        problems.append(f"{name} is ignored: no such setting{hint}")
+    return problems

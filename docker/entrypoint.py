@@ -8,8 +8,9 @@
   (128 + N for a signal N);
 - honours RABBITMQ_DEFAULT_USER, RABBITMQ_DEFAULT_PASS and RABBITMQ_DEFAULT_VHOST as the
   official RabbitMQ image does: that user (replacing guest) with all rights on that vhost,
-  merged into the config file named by --config or AMQPD_CONFIG if there is one; all AMQPD_*
-  variables and flags work as usual;
+  merged into the config file named by --config or AMQPD_CONFIG if there is one; and
+  RABBITMQ_NODE_PORT as the port (it beats AMQPD_PORT; a --port flag beats both); all other
+  AMQPD_* variables and flags work as usual;
 - copies amqpd's log to stderr; on amqpd's ready line it writes "HOST PORT" (the address amqpd
   really listens on, flags included) to $AMQPD_READY_FILE (default /tmp/amqpd.ready) for the
   health check, and logs "Server startup complete" as RabbitMQ does (log-based waits).
@@ -85,6 +86,9 @@ def prepare(args: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, 
             raise EntrypointError(f"cannot read config file {path}: {exc}") from None
         if not isinstance(base, dict):
             raise EntrypointError(f"{path}: the top level must be a mapping of keys")
+    node_port = env.get("RABBITMQ_NODE_PORT")
+    if node_port:  # testcontainers' RabbitMqContainer always sets it
+        env = {**env, "AMQPD_PORT": node_port}
     merged = rabbitmq_config(env, base)
     if merged is None:
         return args, env

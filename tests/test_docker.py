@@ -129,6 +129,25 @@ def test_rabbitmq_default_variables(containers: list[Container], tmp_path: Path)
     assert result.returncode == 1 and "not ready yet" in result.stderr
 
 
+def test_testcontainers_settings(containers: list[Container], tmp_path: Path) -> None:
+    """What testcontainers' RabbitMqContainer sets: all four variables, the port included."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    container = start(
+        containers,
+        tmp_path,
+        RABBITMQ_NODE_PORT=str(port),
+        RABBITMQ_DEFAULT_USER="guest",
+        RABBITMQ_DEFAULT_PASS="guest",
+        RABBITMQ_DEFAULT_VHOST="/",
+    )
+    assert container.port == port
+    assert can_log_in(container.url("guest", "guest"))
+
+
 def test_default_variables_merge_into_a_config_file(
     containers: list[Container], tmp_path: Path
 ) -> None:

@@ -330,3 +330,28 @@ def test_fresh_vhosts_on_an_external_rabbitmq(pytester: pytest.Pytester) -> None
     management = os.environ["AMQPD_TEST_MANAGEMENT_URL"]
     result = run(pytester, "--amqpd-url", url, "--amqpd-management-url", management)
     result.assert_outcomes(passed=2)
+
+
+def test_guard_stops_the_broker_cleanly_when_its_parent_goes(tmp_path: Path) -> None:
+    """The guard's contract: EOF on stdin (the parent's end closed) is a graceful stop."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AMQPD_")}
+    args = ["--port", "0", "--data-dir", str(tmp_path / "data")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "amqpd.testing.guard", "--", *args],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        for line in proc.stderr:
+            if "amqpd ready" in line:
+                break
+        proc.stdin.close()
+        assert proc.wait(10) == 0
+        assert "stopped" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

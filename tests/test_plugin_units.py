@@ -68,4 +68,5 @@ def test_vhost_pool_hands_out_each_vhost_once() -> None:
     pool.add(Endpoint(port=1), names)
     taken = [pool.take(), pool.take()]
     assert [e.vhost for e in taken if e] == names and pool.take() is None
+    assert pool.handed_out == 2
     assert pool.names(pool.batch) == ["amqpd-test-2", "amqpd-test-3"]  # never a name again

@@ -29,7 +29,9 @@ def _wait_for_eof(fd: int = 0) -> None:
 
 def _self_destruct() -> None:
     """Parent gone: stop this process gracefully, and for sure after GRACE seconds."""
-    threading.Timer(GRACE, os._exit, args=(1,)).start()
+    deadline = threading.Timer(GRACE, os._exit, args=(1,))
+    deadline.daemon = True  # a clean stop within GRACE exits normally, without waiting for it
+    deadline.start()
     os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -24,6 +24,7 @@ from amqpd.testing.process import Broker
 from amqpd.testing.vhosts import VhostPool
 
 MAX_REPORT_LINES = 400
+MAX_POOL = 200  # spare vhosts per broker: each adds ~5-10 ms to its start
 VHOST_FIXTURE = "amqpd_vhost"
 
 
@@ -84,7 +85,7 @@ class AmqpdSession:
             raise
 
     def start_session_broker(self) -> Broker:
-        names = self.pool.names(self.vhost_tests)
+        names = self.pool.names(min(self.vhost_tests, MAX_POOL))
         broker = self.new_broker(
             name="amqpd", port=int(self.option("amqpd_port") or 0), vhosts=["/", *names]
         )
@@ -95,7 +96,8 @@ class AmqpdSession:
         """An unused pool vhost; starts an overflow broker with another batch when empty."""
         endpoint = self.pool.take()
         if endpoint is None:
-            names = self.pool.names(self.pool.batch)
+            still_wanted = self.vhost_tests - self.pool.handed_out
+            names = self.pool.names(min(max(still_wanted, self.pool.batch), MAX_POOL))
             broker = self.new_broker(name="amqpd-vhosts", vhosts=["/", *names])
             self.pool.add(broker.endpoint, names)
             endpoint = self.pool.take()
@@ -130,7 +132,9 @@ def _state(config: pytest.Config) -> AmqpdSession:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Count the tests that will want a fresh vhost: the session broker is started with them."""
     wanted = sum(VHOST_FIXTURE in getattr(item, "fixturenames", ()) for item in items)
-    _state(config).vhost_tests = wanted
+    # Under pytest-xdist each worker collects every test but runs only its share.
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    _state(config).vhost_tests = -(-wanted // max(workers, 1))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -159,7 +163,7 @@ def pytest_runtest_makereport(
                 title = f"amqpd log ({broker.name} on port {broker.port})"
                 report.sections.append((title, "\n".join(lines)))
     if call.when == "teardown":
-        state.brokers[:] = [b for b in state.brokers if not getattr(b, "_closed", False)]
+        state.brokers[:] = [broker for broker in state.brokers if not broker.closed]
     return report
 
 

@@ -11,6 +11,7 @@ ends), waits for the ready line and exposes the address (`.url`, `.host`, `.port
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import shutil
@@ -112,6 +113,11 @@ class Broker:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+    @property
+    def closed(self) -> bool:
+        """True once close() ran: the broker cannot be started again."""
+        return self._closed
 
     @property
     def running(self) -> bool:
@@ -226,9 +232,10 @@ class Broker:
                 proc.wait()
         if self._reader is not None:
             self._reader.join(2.0)
-        assert proc.stdin is not None and proc.stderr is not None
-        proc.stdin.close()
-        proc.stderr.close()
+        for stream in (proc.stdin, proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
         self.returncode = proc.returncode
         self.log_lines.append(f"--- {self.name}: pid {proc.pid} exited with {proc.returncode} ---")
         atexit.unregister(self._kill_at_exit)

@@ -23,6 +23,7 @@ class VhostPool:
         self.batch = batch
         self._free: deque[Endpoint] = deque()
         self._named = 0
+        self.handed_out = 0
 
     def names(self, count: int) -> list[str]:
         """`count` new vhost names, never returned before by this pool."""
@@ -34,7 +35,10 @@ class VhostPool:
         self._free.extend(broker.with_vhost(name) for name in names)
 
     def take(self) -> Endpoint | None:
-        return self._free.popleft() if self._free else None
+        if not self._free:
+            return None
+        self.handed_out += 1
+        return self._free.popleft()
 
     def __len__(self) -> int:
         return len(self._free)

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 
 GRACE = 10.0
 
@@ -35,10 +36,10 @@ def _self_destruct() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _watch_parent(on_gone: object) -> None:
+def _watch_parent(on_gone: Callable[[], None]) -> None:
     def watch() -> None:
         _wait_for_eof()
-        on_gone()  # type: ignore[operator]
+        on_gone()
 
     threading.Thread(target=watch, name="amqpd-guard", daemon=True).start()
 

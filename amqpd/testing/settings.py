@@ -30,7 +30,7 @@ class BrokerSettings:
     def user_entries(self) -> list[dict[str, Any]]:
         """The `users` list of the YAML file."""
         if isinstance(self.users, Mapping):
-            everything = {vhost: {} for vhost in self.vhosts}
+            everything: dict[str, dict[str, str]] = {vhost: {} for vhost in self.vhosts}
             return [
                 {"name": name, "password": password, "permissions": dict(everything)}
                 for name, password in self.users.items()

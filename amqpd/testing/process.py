@@ -28,6 +28,9 @@ from amqpd.testing.endpoint import Endpoint
 from amqpd.testing.settings import BrokerSettings
 
 READY_PATTERN = re.compile(r"amqpd ready: listening on \[?([0-9a-fA-F:.]+)\]?:(\d+)")
+MANAGEMENT_PATTERN = re.compile(r"management API on (http://\S+?)/?$")
+MANAGEMENT_FAILED = "cannot listen for the management API"
+MANAGEMENT_WAIT = 5.0
 MAX_LOG_LINES = 100_000
 
 
@@ -71,6 +74,7 @@ class Broker:
         self.log_lines: list[str] = []
         self.ready_seconds: float | None = None
         self.returncode: int | None = None  # of the last process that exited
+        self._management_url: str | None = None
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
         self._closed = False
@@ -95,7 +99,8 @@ class Broker:
 
     @property
     def management_url(self) -> str | None:
-        return None  # until amqpd has a management API
+        """`http://HOST:PORT` of the broker's management API, None if it has none."""
+        return self._management_url
 
     def url_for(
         self, vhost: str | None = None, user: str | None = None, password: str | None = None
@@ -160,6 +165,7 @@ class Broker:
         )
         self.ready_seconds = None
         atexit.register(self._kill_at_exit)
+        first_line = len(self.log_lines)
         self.log_lines.append(f"--- {self.name}: pid {self._proc.pid} started ---")
         ready = threading.Event()
         found: list[int] = []
@@ -180,7 +186,24 @@ class Broker:
             )
         self.port = found[0]
         self.ready_seconds = time.monotonic() - started
+        self._management_url = self._await_management(first_line)
         return self
+
+    def _await_management(self, since: int) -> str | None:
+        """The management API's URL, logged just after the ready line by an amqpd that has
+        one (its port key is in our config); None for one without or that could not bind."""
+        if not self.settings.expects_management():
+            return None
+        deadline = time.monotonic() + MANAGEMENT_WAIT
+        while time.monotonic() < deadline and self.running:
+            for line in self.log_lines[since:]:
+                match = MANAGEMENT_PATTERN.search(line)
+                if match:
+                    return match.group(1)
+                if MANAGEMENT_FAILED in line or "amqpd.server: shutting down" in line:
+                    return None
+            time.sleep(0.005)
+        return None
 
     def _read_log(self, stream: IO[str], ready: threading.Event, found: list[int]) -> None:
         lines = self.log_lines

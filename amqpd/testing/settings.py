@@ -1,15 +1,17 @@
 """What a test broker is started with: `BrokerSettings` -> the YAML config amqpd reads.
 
-Users are given as `{name: password}` (full rights on every vhost) or as complete YAML user
-entries (`{"name", "password", "permissions"}`) for tests of permissions. `extra` holds any
-other key of config/amqpd.yaml (e.g. `heartbeat`, `frame_max`) and is validated by amqpd
-itself when it starts. Pure data: no files, no processes.
+Users are given as `{name: password}` (full rights on every vhost, and the `administrator`
+tag where this amqpd has user tags) or as complete YAML user entries (`{"name", "password",
+"permissions"}`) for tests of permissions. `extra` holds any other key of config/amqpd.yaml
+(e.g. `heartbeat`, `frame_max`) and is validated by amqpd itself when it starts. Operator
+listeners (management API, metrics), where this amqpd has them, get free ports. Pure data:
+no files, no processes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import yaml
@@ -31,10 +33,14 @@ class BrokerSettings:
         """The `users` list of the YAML file."""
         if isinstance(self.users, Mapping):
             everything: dict[str, dict[str, str]] = {vhost: {} for vhost in self.vhosts}
-            return [
+            entries: list[dict[str, Any]] = [
                 {"name": name, "password": password, "permissions": dict(everything)}
                 for name, password in self.users.items()
             ]
+            if _has_user_tags():  # like RabbitMQ's guest: may use the management API too
+                for entry in entries:
+                    entry["tags"] = ["administrator"]
+            return entries
         return [dict(entry) for entry in self.users]
 
     def first_login(self) -> tuple[str, str]:
@@ -44,8 +50,13 @@ class BrokerSettings:
             raise ValueError("a test broker needs at least one user")
         return str(entries[0]["name"]), str(entries[0].get("password", ""))
 
+    def expects_management(self) -> bool:
+        """True if the broker will start a management API (this amqpd has one, not disabled)."""
+        return "management_port" in operator_ports() and self.extra.get("management") is not False
+
     def to_yaml(self) -> str:
-        data: dict[str, Any] = dict(self.extra)
+        data: dict[str, Any] = operator_ports()
+        data.update(self.extra)
         data.update(
             vhosts=list(self.vhosts),
             users=self.user_entries(),
@@ -53,3 +64,18 @@ class BrokerSettings:
             log_level=self.log_level,
         )
         return yaml.safe_dump(data, sort_keys=False)
+
+
+def operator_ports() -> dict[str, int]:
+    """The operator listeners' port keys this amqpd knows (management API, metrics), each 0:
+    a test broker takes free ports, so two never contend for 15672 or a real RabbitMQ's."""
+    from amqpd.config import Config
+
+    known = {item.name for item in fields(Config)}
+    return {key: 0 for key in ("management_port", "prometheus_port") if key in known}
+
+
+def _has_user_tags() -> bool:
+    from amqpd.config import User
+
+    return "tags" in {item.name for item in fields(User)}

@@ -235,7 +235,7 @@ def test_constraints_pin_every_dependency() -> None:
 
 def test_dockerfile_installs_dependencies_before_copying_the_source() -> None:
     lines = (REPO / "docker" / "Dockerfile").read_text().splitlines()
-    pinned = next(i for i, line in enumerate(lines) if "-c /etc/amqpd/constraints.txt" in line)
+    pinned = next(i for i, line in enumerate(lines) if "-r /etc/amqpd/constraints.txt" in line)
     source = next(i for i, line in enumerate(lines) if line.startswith("COPY amqpd "))
     assert pinned < source
     assert 'ENTRYPOINT ["amqpd-entrypoint"]' in lines

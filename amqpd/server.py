@@ -23,7 +23,7 @@ import uvloop
 from amqpd.adapter import AmqpProtocol
 from amqpd.broker import Broker
 from amqpd.config import Config
-from amqpd.store import StoreFailed
+from amqpd.store import StoreFailed, StoreLocked
 
 log = logging.getLogger("amqpd.server")
 
@@ -57,7 +57,9 @@ class Server:
         try:
             broker.open_vhosts()
         except (StoreFailed, OSError) as error:
-            log.error("cannot open the data directory %s: %s", self.config.data_dir, error)
+            hint = "; stop it or give this amqpd another --data-dir"
+            hint = hint if isinstance(error, StoreLocked) else ""
+            log.error("cannot open the data directory %s: %s%s", self.config.data_dir, error, hint)
             broker.close_stores()
             return 1
         # Messages are many small, acyclic objects: collect generation 0 less often and

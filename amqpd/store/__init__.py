@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from amqpd.store.log import DurableStore, StoreFailed
+from amqpd.store.log import DurableStore, StoreFailed, StoreLocked
 from amqpd.store.memory import MemoryStore
 from amqpd.store.reader import LogReader, ReadBackFailed
 from amqpd.store.records import (
@@ -78,4 +78,5 @@ __all__ = [
     "RecoveredMessage",
     "Store",
     "StoreFailed",
+    "StoreLocked",
 ]

@@ -80,6 +80,14 @@ class StoreFailed(Exception):
     """The store hit an unrecoverable I/O error; nothing more is persisted."""
 
 
+class StoreLocked(StoreFailed):
+    """Another process holds the directory's lock; `pid` is its pid when it could be read."""
+
+    def __init__(self, message: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
 class DurableStore:
     """The log-structured store; see the module docstring for the contract."""
 
@@ -475,9 +483,14 @@ class DurableStore:
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            holder = os.pread(self._lock_fd, 32, 0).decode("ascii", "replace").strip()
             os.close(self._lock_fd)
             self._lock_fd = -1
-            raise StoreFailed(f"{self.directory} is in use by another store") from exc
+            pid = int(holder) if holder.isdigit() else None
+            who = "another process" if pid is None else f"process {pid}"
+            raise StoreLocked(f"{self.directory} is in use by {who}", pid) from exc
+        os.ftruncate(self._lock_fd, 0)  # the holder's pid, for the message above
+        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
         index = self._index
         head = self._head
         found = replay(self.directory, index, self.recover_bodies)

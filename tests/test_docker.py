@@ -239,3 +239,29 @@ def test_dockerfile_installs_dependencies_before_copying_the_source() -> None:
     source = next(i for i, line in enumerate(lines) if line.startswith("COPY amqpd "))
     assert pinned < source
     assert 'ENTRYPOINT ["amqpd-entrypoint"]' in lines
+
+
+def test_plain_amqpd_sigterm_during_recovery_is_prompt(tmp_path: Path) -> None:
+    """Without the entrypoint (not PID 1) amqpd has SIGTERM's default action until its own
+    handlers are installed after recovery: it ends at once, which the log survives."""
+    config = tmp_path / "many.yaml"
+    config.write_text(yaml.safe_dump({"vhosts": ["/"] + [f"v{i}" for i in range(400)]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AMQPD_")}
+    args = ["--config", str(config), "--port", "0", "--data-dir", str(tmp_path / "data")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "amqpd", *args], env=env, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:
+            assert "amqpd ready" not in line
+            if "vhost v3: recovered" in line:
+                break
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == -signal.SIGTERM
+        assert time.monotonic() - sent < 2.0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

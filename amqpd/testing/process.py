@@ -75,6 +75,7 @@ class Broker:
         self.ready_seconds: float | None = None
         self.returncode: int | None = None  # of the last process that exited
         self._management_url: str | None = None
+        self._management_from: int | None = None  # log line to look for its URL from
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
         self._closed = False
@@ -99,7 +100,13 @@ class Broker:
 
     @property
     def management_url(self) -> str | None:
-        """`http://HOST:PORT` of the broker's management API, None if it has none."""
+        """`http://HOST:PORT` of the broker's management API, None if it has none.
+
+        Read from the log on first use (the API starts just after AMQP is ready, so start()
+        does not wait for it)."""
+        if self._management_url is None and self._management_from is not None:
+            self._management_url = self._await_management(self._management_from)
+            self._management_from = None
         return self._management_url
 
     def url_for(
@@ -186,14 +193,13 @@ class Broker:
             )
         self.port = found[0]
         self.ready_seconds = time.monotonic() - started
-        self._management_url = self._await_management(first_line)
+        self._management_url = None
+        self._management_from = first_line if self.settings.expects_management() else None
         return self
 
     def _await_management(self, since: int) -> str | None:
         """The management API's URL, logged just after the ready line by an amqpd that has
         one (its port key is in our config); None for one without or that could not bind."""
-        if not self.settings.expects_management():
-            return None
         deadline = time.monotonic() + MANAGEMENT_WAIT
         while time.monotonic() < deadline and self.running:
             for line in self.log_lines[since:]:

@@ -99,6 +99,13 @@ def test_no_broker_unless_a_test_asks(pytester: pytest.Pytester) -> None:
     assert (pytester.path / "started.txt").read_text() == "0"
 
 
+def test_plugin_can_be_turned_off(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_wants_a_broker(amqpd):\n    pass\n")
+    result = run(pytester, "-p", "no:amqpd")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'amqpd' not found*"])
+
+
 def test_each_test_gets_a_fresh_vhost(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

@@ -26,7 +26,8 @@ def test_unknown_variables_are_named_with_a_suggestion() -> None:
 
 
 def test_known_variables_give_no_warning() -> None:
-    assert unknown_environment({"AMQPD_FSYNC": "never", "AMQPD_TEST_URL": "h:1"}) == []
+    env = {"AMQPD_FSYNC": "never", "AMQPD_TEST_URL": "h:1", "AMQPD_TEST_RABBITMQ_NODE": "n"}
+    assert unknown_environment(env) == []
 
 
 def test_the_daemon_logs_the_warning(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -145,9 +145,14 @@ SCALARS: Mapping[str, _Scalar] = MappingProxyType(
 LIST_KEYS = ("vhosts", "users")
 FLAG_KEYS = ("bind", "port", "data_dir", "log_level", "memory_high_watermark")
 ENV_PREFIX = "AMQPD_"
-# AMQPD_* variables that are not settings but are read by amqpd's tools (tests, the image);
-# AMQPD_TEST_* is the test suite's namespace.
-TOOL_VARIABLES = ("AMQPD_CONFIG", "AMQPD_READY_FILE", "AMQPD_STORE_RECOVERY_COUNT")
+# AMQPD_* variables that are not settings but are read elsewhere (the accelerated codec's
+# switch, the image, the tests); AMQPD_TEST_* is the test suite's namespace.
+TOOL_VARIABLES = (
+    "AMQPD_CONFIG",
+    "AMQPD_PURE_PYTHON",
+    "AMQPD_READY_FILE",
+    "AMQPD_STORE_RECOVERY_COUNT",
+)
 TOOL_PREFIX = "AMQPD_TEST_"
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
 

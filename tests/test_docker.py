@@ -235,10 +235,13 @@ def test_constraints_pin_every_dependency() -> None:
 
 def test_dockerfile_installs_dependencies_before_copying_the_source() -> None:
     lines = (REPO / "docker" / "Dockerfile").read_text().splitlines()
+    final = max(i for i, line in enumerate(lines) if line.startswith("FROM "))
     pinned = next(i for i, line in enumerate(lines) if "-r /etc/amqpd/constraints.txt" in line)
-    source = next(i for i, line in enumerate(lines) if line.startswith("COPY amqpd "))
-    assert pinned < source
+    amqpd = next(i for i, line in enumerate(lines) if line.startswith("COPY --from=build"))
+    assert final < pinned < amqpd  # in the final stage, dependencies before amqpd's wheel
     assert 'ENTRYPOINT ["amqpd-entrypoint"]' in lines
+    build_copies = [line for line in lines[:final] if line.startswith("COPY ")]
+    assert any("setup.py" in line for line in build_copies)  # the accelerator gets built
 
 
 def test_plain_amqpd_sigterm_during_recovery_is_prompt(tmp_path: Path) -> None:

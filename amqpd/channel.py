@@ -55,6 +55,7 @@ from amqpd.wire.methods import (
     encode_confirm,
     encode_get_ok,
     encode_method,
+    unvalidated,
 )
 
 __all__ = ["Channel", "ChannelHost"]
@@ -297,7 +298,8 @@ class Channel:
         self.last_queue = queue.name
         if not args.nowait:
             self.reply(
-                commands.Queue.DeclareOk(
+                unvalidated(
+                    commands.Queue.DeclareOk,
                     queue=queue.name,
                     message_count=len(queue.messages),
                     consumer_count=len(queue.consumers),
@@ -408,7 +410,8 @@ class Channel:
         self.send_with_content(
             encode_method(
                 self.number,
-                commands.Basic.Return(
+                unvalidated(
+                    commands.Basic.Return,
                     reply_code=code,
                     reply_text=text,
                     exchange=message.exchange,

@@ -12,7 +12,7 @@ A payload that cannot be decoded raises `MethodSyntaxError`. With the compiled a
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, TypeVar
 
 from pamqp import base, commands, decode, encode
 
@@ -33,6 +33,7 @@ _deliver_prefix = b"\x00\x3c\x00\x3c"
 _get_ok_prefix = b"\x00\x3c\x00\x47"
 _ack_frame = struct.Struct(">BHIHHQBB")
 _long = struct.Struct(">I")
+_F = TypeVar("_F", bound=base.Frame)
 
 
 class MethodSyntaxError(Exception):
@@ -151,6 +152,18 @@ decode_method = (
     if _speedups is None
     else _speedups.MethodDecoder(pure_decode_method, MethodSyntaxError)
 )
+
+
+def unvalidated(method_class: type[_F], **fields: Any) -> _F:
+    """A pamqp method object holding `fields`, built without its constructor's checks.
+
+    pamqp's constructors validate names against the AMQP spec's domains (no `!`, `$`, `?`,
+    non-ASCII ...), but RabbitMQ accepts any UTF-8 name up to 255 bytes, so a reply echoing a
+    client's name must never go through them. Only `encode_method` should read the result."""
+    method = method_class.__new__(method_class)
+    for name, value in fields.items():
+        setattr(method, name, value)
+    return method
 
 
 def encode_method(channel: int, method: base.Frame) -> bytes:

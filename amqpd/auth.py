@@ -12,10 +12,9 @@ import hmac
 import re
 import struct
 
-from pamqp import decode
-
 from amqpd.config import Config, Permission, User
 from amqpd.core.errors import ACCESS_REFUSED, ChannelError
+from amqpd.wire.tables import decode_table
 
 MECHANISMS = ("PLAIN", "AMQPLAIN")  # offered in this order, as RabbitMQ does
 
@@ -29,8 +28,8 @@ def parse_credentials(mechanism: str, response: bytes) -> tuple[str, str] | None
         return parts[1].decode(errors="replace"), parts[2].decode(errors="replace")
     if mechanism == "AMQPLAIN":
         try:
-            _consumed, table = decode.field_table(struct.pack(">I", len(response)) + response)
-        except Exception:  # any malformed table is simply a failed login
+            _end, table = decode_table(struct.pack(">I", len(response)) + response)
+        except ValueError:  # any malformed table is simply a failed login
             return None
         login, password = table.get("LOGIN"), table.get("PASSWORD")
         if isinstance(login, bytes):

@@ -356,9 +356,8 @@ class Connection:
             except MethodSyntaxError as error:
                 if error.index == 0:
                     raise _unknown_frame(frame_type, payload) from None
-                raise _hard(
-                    FRAME_ERROR, f"cannot decode {erlang_binary(payload[4:])}", error.index
-                ) from None
+                detail = error.detail or f"cannot decode {erlang_binary(payload[4:])}"
+                raise _hard(FRAME_ERROR, detail, error.index) from None
             if number == 0:
                 self._on_connection_method(index, args, payload)
             else:

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from amqpd.core.errors import FRAME_ERROR, ConnectionError_
 from amqpd.core.ttl import parse_expiration
 from amqpd.encoding import shortstr
+
+_PUBLISH = 0x003C0028  # basic.publish: the method a bad content header belongs to
 
 
 class ContentInfo(Protocol):
@@ -131,5 +134,8 @@ class Message:
     def headers(self) -> dict[str, Any]:
         """The headers table, decoded the first time someone asks."""
         if self._headers is None:
-            self._headers = self.info.decode_headers()
+            try:
+                self._headers = self.info.decode_headers()
+            except ValueError as error:  # the client's table: a frame error, never ours
+                raise ConnectionError_(FRAME_ERROR, f"headers table: {error}", _PUBLISH) from None
         return self._headers

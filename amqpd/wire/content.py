@@ -17,10 +17,9 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
 
-from pamqp import decode
-
 from amqpd.accel import speedups
 from amqpd.wire.frames import FRAME_BODY, FRAME_END_BYTE, FRAME_HEADER, FRAME_OVERHEAD, frame_head
+from amqpd.wire.tables import decode_table
 
 _prefix = struct.Struct(">HHQH")
 _long = struct.Struct(">I")
@@ -54,11 +53,11 @@ class HeaderInfo(NamedTuple):
     user_id: str | None = None
 
     def decode_headers(self) -> dict[str, Any]:
-        """The headers table, decoded from `headers_raw` by pamqp ({} if absent)."""
+        """The headers table ({} if absent); TableError (a ValueError) if it does not decode."""
         raw = self.headers_raw
         if not raw:
             return {}
-        return decode.field_table(raw)[1]  # as decode_headers(raw), one call fewer
+        return decode_table(raw)[1]  # as decode_headers(raw), one call fewer
 
 
 class ContentHeaderError(Exception):
@@ -129,9 +128,10 @@ peek_header: Callable[[bytes], HeaderInfo] = (
 
 
 def decode_headers(headers_raw: bytes | None) -> dict[str, Any]:
+    """The headers table; TableError (a ValueError) if it does not decode."""
     if not headers_raw:
         return {}
-    _consumed, table = decode.field_table(headers_raw)
+    _end, table = decode_table(headers_raw)
     return table
 
 

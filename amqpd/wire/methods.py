@@ -19,6 +19,7 @@ from pamqp import base, commands, decode, encode
 from amqpd.accel import speedups
 from amqpd.encoding import shortstr as shortstr  # re-exported: the codec's callers use it
 from amqpd.wire.frames import FRAME_END_BYTE, FRAME_METHOD, frame_head
+from amqpd.wire.tables import TableTooDeep, decode_table
 
 ACCESS_REQUEST = 0x001E000A  # access.request: obsolete, pamqp lacks it, RabbitMQ answers it
 BASIC_PUBLISH = 0x003C0028
@@ -39,10 +40,11 @@ _F = TypeVar("_F", bound=base.Frame)
 class MethodSyntaxError(Exception):
     """A method frame whose arguments do not decode; index 0 if even the ids are missing."""
 
-    def __init__(self, index: int, payload: bytes) -> None:
+    def __init__(self, index: int, payload: bytes, detail: str = "") -> None:
         super().__init__(f"cannot decode method {index >> 16}/{index & 0xFFFF}")
         self.index = index
         self.payload = payload
+        self.detail = detail  # a reason to give instead of RabbitMQ's "cannot decode ..."
 
 
 class UnknownMethodError(Exception):
@@ -104,7 +106,11 @@ def _decode_arguments(method: base.Frame, data: bytes) -> None:
             bit_index = (bit_index + 1) % 8
             continue
         bit_index = 0
-        if data_type in ("table", "longstr"):
+        if data_type == "table":
+            offset, table = decode_table(data, offset)
+            setattr(method, name, table)
+            continue
+        if data_type == "longstr":
             (size,) = _long.unpack_from(data, offset)
             if offset + 4 + size > len(data):
                 raise ValueError("length beyond the frame")
@@ -142,8 +148,10 @@ def pure_decode_method(payload: bytes) -> tuple[int, Any]:
         method = method_class()
         _decode_arguments(method, payload[4:])
         return index, method
-    except (struct.error, IndexError, ValueError, UnicodeDecodeError, TypeError) as error:
-        raise MethodSyntaxError(index, payload) from error
+    except TableTooDeep as error:
+        raise MethodSyntaxError(index, payload, str(error)) from None
+    except (struct.error, IndexError, ValueError, UnicodeDecodeError, TypeError):
+        raise MethodSyntaxError(index, payload) from None
 
 
 _speedups = speedups()

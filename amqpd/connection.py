@@ -50,7 +50,7 @@ from amqpd.core.errors import (
 )
 from amqpd.core.queue import Queue
 from amqpd.core.vhost import VHost
-from amqpd.encoding import erlang_binary
+from amqpd.encoding import erlang_binary, loggable, payload_snippet
 from amqpd.flow import UNSENT_LIMIT, FlowControl
 from amqpd.handshake import BadProtocolHeader, Handshake, HandshakeFailed, Negotiated
 from amqpd.scheduler import TickScheduler
@@ -61,6 +61,7 @@ from amqpd.wire.frames import (
     FRAME_HEARTBEAT,
     FRAME_METHOD,
     HEARTBEAT_FRAME,
+    PRE_TUNE_FRAME_MAX,
     PROTOCOL_HEADER,
     FrameError,
     FrameReader,
@@ -122,7 +123,7 @@ class Connection:
         self.negotiated: Negotiated | None = None  # set by connection.open
         self.flow = FlowControl()
         self.channels: dict[int, Channel] = {}
-        self.reader = FrameReader(config.frame_max)
+        self.reader = FrameReader(PRE_TUNE_FRAME_MAX)  # tune-ok raises it to frame_max
         # What channels read (ChannelHost), copied from `negotiated` once open.
         self.user = ""
         self.vhost: VHost = None  # type: ignore[assignment]  # set by connection.open
@@ -533,7 +534,8 @@ class Connection:
         if self.state is AWAIT_HEADER:
             self._shutdown_transport()
             return
-        log.info("closing connection %s: %s", self.peer, text)
+        # One line, quoting at most 16 client octets, none before login (credentials).
+        log.info("closing connection %s: %s", self.peer, loggable(text, self.state is not OPEN))
         self._release_all()
         self._enter(CLOSING)
         self._out = []
@@ -612,10 +614,8 @@ def _hard(code: int, detail: str, index: int = 0) -> ConnectionError_:
 
 
 def _unknown_frame(frame_type: int, payload: bytes) -> ConnectionError_:
-    return _hard(
-        FRAME_ERROR, f"type {frame_type}, all octets = {erlang_binary(payload)}: unknown_frame"
-    )
+    return _hard(FRAME_ERROR, f"type {frame_type}, {payload_snippet(payload)}: unknown_frame")
 
 
 def _unexpected_frame(frame_type: int, payload: bytes) -> ConnectionError_:
-    return _hard(UNEXPECTED_FRAME, f"type {frame_type}, all octets = {erlang_binary(payload)}")
+    return _hard(UNEXPECTED_FRAME, f"type {frame_type}, {payload_snippet(payload)}")

@@ -3,10 +3,14 @@
 `shortstr` is AMQP's length-prefixed short string (a message keeps its exchange and
 routing key in that form, ready to splice into deliveries); `erlang_binary` renders bytes
 the way RabbitMQ's reply texts show Erlang binaries (`<<"abc">>`, `<<0,50>>`), for the
-error texts of both the frame reader and the headers exchange.
+error texts of both the frame reader and the headers exchange; `payload_snippet` quotes a bad
+frame as RabbitMQ does (all of it up to 16 octets, else the first 16) and `loggable` bounds
+the binaries in a reply text before it is logged.
 """
 
 from __future__ import annotations
+
+import re
 
 _LENGTH_OCTETS = tuple(bytes((size,)) for size in range(256))
 
@@ -35,3 +39,35 @@ def erlang_binary(data: bytes) -> str:
             parts += esc.encode() if esc is not None else bytes((c,))
         return '<<"' + parts.decode("utf-8", errors="replace") + '">>'
     return "<<" + ",".join(str(c) for c in data) + ">>"
+
+
+SNIPPET_OCTETS = 16
+
+
+def payload_snippet(payload: bytes) -> str:
+    """`all octets = <<...>>` or `first 16 octets = <<...>>`, as RabbitMQ quotes a frame."""
+    if len(payload) <= SNIPPET_OCTETS:
+        return f"all octets = {erlang_binary(payload)}"
+    return f"first {SNIPPET_OCTETS} octets = {erlang_binary(payload[:SNIPPET_OCTETS])}"
+
+
+_BINARY = re.compile(r'<<(?:"(?:[^"\\]|\\.)*"|[0-9,]*)>>')
+
+
+def loggable(text: str, redact: bool = False) -> str:
+    """`text` with every quoted binary cut to its first 16 octets, or hidden if `redact`
+    (before login a binary may hold the client's credentials)."""
+
+    def shorten(match: re.Match[str]) -> str:
+        quoted = match.group(0)
+        if redact:
+            return "<<...>>"
+        if quoted.startswith('<<"'):
+            inner = quoted[3:-3]
+            return quoted if len(inner) <= SNIPPET_OCTETS else f'<<"{inner[:SNIPPET_OCTETS]}"...>>'
+        octets = quoted[2:-2].split(",")
+        if len(octets) <= SNIPPET_OCTETS:
+            return quoted
+        return "<<" + ",".join(octets[:SNIPPET_OCTETS]) + ",...>>"
+
+    return _BINARY.sub(shorten, text)

@@ -2,9 +2,11 @@
 
 `FrameReader.feed(data)` returns every complete frame in the data seen so far as
 `(frame_type, channel, payload)` tuples and keeps the incomplete rest; bytes may arrive in
-any split, down to one at a time. A malformed frame raises `FrameError` carrying the
-connection-level reply text RabbitMQ would send (the close is always 501 FRAME_ERROR). The
-protocol header that precedes the first frame is checked by the connection's handshake.
+any split, down to one at a time. A malformed frame (wrong frame-end octet, a size above
+frame_max) raises `FrameError` carrying the connection-level reply text RabbitMQ would
+send (the close is always 501 FRAME_ERROR), quoting at most 16 octets; nothing above
+frame_max is ever buffered. The protocol header that precedes the first frame is checked by
+the connection's handshake.
 
 `FrameReader` is the compiled splitter (amqpd._speedups) when it is available and not
 disabled by AMQPD_PURE_PYTHON=1, else `PureFrameReader`; both share `_frame_error`, so the
@@ -17,7 +19,7 @@ import struct
 from typing import Any
 
 from amqpd.accel import speedups
-from amqpd.encoding import erlang_binary
+from amqpd.encoding import payload_snippet
 
 FRAME_METHOD = 1
 FRAME_HEADER = 2
@@ -28,6 +30,9 @@ FRAME_END_BYTE = b"\xce"
 FRAME_OVERHEAD = 8  # 7-byte header + frame-end octet
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+# The largest frame a client may send before connection.tune-ok settles frame_max (AMQP's
+# frame-min-size, which RabbitMQ enforces from the first frame).
+PRE_TUNE_FRAME_MAX = 4096
 
 _frame_head = struct.Struct(">BHI")
 HEARTBEAT_FRAME = _frame_head.pack(FRAME_HEARTBEAT, 0, 0) + FRAME_END_BYTE
@@ -56,7 +61,7 @@ def _frame_error(
             f"{{frame_too_large,{size},{limit - FRAME_OVERHEAD}}}"
         )
     return FrameError(
-        f"FRAME_ERROR - type {frame_type}, all octets = {erlang_binary(payload)}: "
+        f"FRAME_ERROR - type {frame_type}, {payload_snippet(payload)}: "
         f"{{invalid_frame_end_marker,{end}}}"
     )
 

@@ -49,8 +49,10 @@ def authenticate(config: Config, login: str, password: str) -> User | None:
     return user
 
 
-def _compile(pattern: str) -> re.Pattern[str] | None:
-    return re.compile(pattern) if pattern else None
+def compile_permission(pattern: str) -> re.Pattern[bytes] | None:
+    """A permission regex as RabbitMQ runs it: PCRE without its unicode option, i.e. over the
+    name's UTF-8 bytes, so `\\w`, `\\d`, `\\s` are ASCII only and `.` is one byte."""
+    return re.compile(pattern.encode()) if pattern else None
 
 
 class Access:
@@ -60,9 +62,9 @@ class Access:
         self.user = user
         self.vhost = vhost
         self._patterns = {
-            "configure": _compile(permission.configure),
-            "write": _compile(permission.write),
-            "read": _compile(permission.read),
+            "configure": compile_permission(permission.configure),
+            "write": compile_permission(permission.write),
+            "read": compile_permission(permission.read),
         }
         self._granted: dict[tuple[str, str, str], bool] = {}
 
@@ -72,7 +74,7 @@ class Access:
         granted = self._granted.get(key)
         if granted is None:
             pattern = self._patterns[action]
-            granted = pattern is not None and pattern.search(name) is not None
+            granted = pattern is not None and pattern.search(name.encode()) is not None
             if len(self._granted) < 10000:
                 self._granted[key] = granted
         if not granted:

@@ -209,7 +209,7 @@ def _permission(raw: Any, at: str) -> Permission:
         if not isinstance(pattern, str):
             raise ConfigError(f"{at}.{kind} must be a string regex, got {pattern!r}")
         try:
-            re.compile(pattern)
+            re.compile(pattern.encode())  # as auth.compile_permission runs it
         except re.error as exc:
             raise ConfigError(f"{at}.{kind} is not a valid regex {pattern!r}: {exc}") from None
         values[kind] = pattern

@@ -8,12 +8,13 @@ pattern grants nothing.
 
 from __future__ import annotations
 
-import hmac
+import ipaddress
 import re
 import struct
 
 from amqpd.config import Config, Permission, User
 from amqpd.core.errors import ACCESS_REFUSED, ChannelError
+from amqpd.passwords import PasswordCheck, hash_password
 from amqpd.wire.tables import decode_table
 
 MECHANISMS = ("PLAIN", "AMQPLAIN")  # offered in this order, as RabbitMQ does
@@ -42,11 +43,27 @@ def parse_credentials(mechanism: str, response: bytes) -> tuple[str, str] | None
     return None
 
 
+_NOBODY = PasswordCheck(password_hash=hash_password("", salt=b"\0\0\0\0"))
+
+
 def authenticate(config: Config, login: str, password: str) -> User | None:
+    """The user if `password` is theirs (plaintext or hash, compared in constant time)."""
     user = config.user(login)
-    if user is None or not hmac.compare_digest(user.password.encode(), password.encode()):
+    if user is None:
+        _NOBODY.matches(password)  # as long as a real check: no timing hint of unknown names
         return None
-    return user
+    return user if user.password_check().matches(password) else None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a peer address is a loopback one (127.0.0.0/8, ::1, ::ffff:127.x.x.x)."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def compile_permission(pattern: str) -> re.Pattern[bytes] | None:

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from amqpd.config import Config
 from amqpd.core.vhost import VHost
+from amqpd.login_guard import LoginGuard
 from amqpd.memory import (
     HeapTrimmer,
     MemoryAlarm,
@@ -66,6 +67,7 @@ class Broker:
         self.spills: dict[str, SpillLog] = {}  # vhost name -> where its transient bodies page
         # Why publishers are blocked ("" when they are not), as connection.blocked says it.
         self.blocked_reason = ""
+        self.logins = LoginGuard()  # failed logins per peer: delays, bounded logging
         self.stopping = asyncio.Event()
 
     def alarms(self) -> list[str]:

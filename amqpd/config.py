@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 import yaml
 
 from amqpd.memory import DEFAULT_WATERMARK, parse_watermark
+from amqpd.passwords import SHA256, BadPasswordHash, PasswordCheck
 from amqpd.store.log import FSYNC_POLICIES  # the store defines what its policies are
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -41,11 +42,22 @@ class Permission:
 
 @dataclass(frozen=True)
 class User:
-    """A login: name, plain-text password and the vhosts it may use (vhost -> Permission)."""
+    """A login: name, password and the vhosts it may use (vhost -> Permission).
+
+    The password is either plaintext (`password`) or, when `password_hash` is set, a salted
+    hash in RabbitMQ's format (`password` is then ignored); see amqpd.passwords."""
 
     name: str
     password: str = field(repr=False)
     permissions: Mapping[str, Permission] = field(hash=False)
+    password_hash: str = field(default="", repr=False)
+    hashing_algorithm: str = SHA256
+
+    def password_check(self) -> PasswordCheck:
+        """What `authenticate` compares a given password with (in constant time)."""
+        if self.password_hash:
+            return PasswordCheck(password_hash=self.password_hash, algorithm=self.hashing_algorithm)
+        return PasswordCheck(password=self.password)
 
     def __post_init__(self) -> None:
         # Store a read-only copy so a Config can never be mutated through a user.
@@ -74,6 +86,8 @@ class Config:
     memory_high_watermark: str = DEFAULT_WATERMARK  # a fraction like 0.4 or a size like 512MiB
     vhosts: tuple[str, ...] = ("/",)
     users: tuple[User, ...] = (User("guest", "guest", {"/": Permission()}),)
+    # Users who may log in only from a loopback address (RabbitMQ's loopback_users).
+    loopback_users: tuple[str, ...] = ("guest",)
 
     def user(self, name: str) -> User | None:
         """The configured user called `name`, or None."""
@@ -142,7 +156,8 @@ SCALARS: Mapping[str, _Scalar] = MappingProxyType(
         "memory_high_watermark": _Scalar(str, _check_watermark, numbers_as_text=True),
     }
 )
-LIST_KEYS = ("vhosts", "users")
+LIST_KEYS = ("vhosts", "users", "loopback_users")
+USER_KEYS = ("name", "password", "password_hash", "hashing_algorithm", "permissions")
 FLAG_KEYS = ("bind", "port", "data_dir", "log_level", "memory_high_watermark")
 ENV_PREFIX = "AMQPD_"
 # AMQPD_* variables that are not settings but are read elsewhere (the accelerated codec's
@@ -224,15 +239,26 @@ def _users(raw: Any, vhosts: tuple[str, ...], where: str) -> tuple[User, ...]:
         at = f"users[{index}]"
         if not isinstance(item, dict):
             raise ConfigError(f"{at} must be a mapping with name, password, permissions ({where})")
-        _no_unknown(item, ("name", "password", "permissions"), f"{at} ({where})")
+        _no_unknown(item, USER_KEYS, f"{at} ({where})")
         name, password = item.get("name"), item.get("password")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{at}.name must be a non-empty string, got {name!r} ({where})")
         at = f"users[{index}] ({name})"
         if any(user.name == name for user in users):
             raise ConfigError(f"{at}: user {name!r} is defined twice ({where})")
-        if not isinstance(password, str):
-            raise ConfigError(f"{at}.password must be a string, got {password!r} ({where})")
+        password_hash, algorithm = item.get("password_hash"), item.get("hashing_algorithm", SHA256)
+        if password is not None and password_hash is not None:
+            raise ConfigError(f"{at} needs password or password_hash, not both ({where})")
+        if password_hash is not None:
+            if not isinstance(password_hash, str) or not isinstance(algorithm, str):
+                raise ConfigError(f"{at}.password_hash must be a string ({where})")
+            try:
+                PasswordCheck(password_hash=password_hash, algorithm=algorithm)
+            except BadPasswordHash as error:
+                raise ConfigError(f"{at}: {error} ({where})") from None
+            password = ""
+        elif not isinstance(password, str):
+            raise ConfigError(f"{at}.password must be a string ({where})")  # never echo it
         perms_raw = item.get("permissions") or {}
         if not isinstance(perms_raw, dict):
             raise ConfigError(f"{at}.permissions must map vhost -> permission ({where})")
@@ -243,8 +269,21 @@ def _users(raw: Any, vhosts: tuple[str, ...], where: str) -> tuple[User, ...]:
                     f"{at}.permissions names vhost {vhost!r}, which is not in vhosts ({where})"
                 )
             perms[vhost] = _permission(perm, f"{at}.permissions[{vhost!r}] ({where})")
-        users.append(User(name, password, perms))
+        users.append(User(name, password, perms, password_hash or "", algorithm))
     return tuple(users)
+
+
+def _loopback_users(raw: Any, where: str) -> tuple[str, ...]:
+    """A list of user names; `none` (or an empty list) lets every user in from anywhere."""
+    if isinstance(raw, str):
+        names = [] if raw.strip().lower() == "none" else [n.strip() for n in raw.split(",")]
+    elif isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+        names = raw
+    else:
+        raise ConfigError(f"loopback_users must be a list of user names or none ({where})")
+    if any(not name for name in names):
+        raise ConfigError(f"loopback_users: names must be non-empty ({where})")
+    return tuple(names)
 
 
 def _no_unknown(mapping: Mapping[Any, Any], allowed: Sequence[str], where: str) -> None:
@@ -328,6 +367,8 @@ def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None
                 values[key] = _scalar(key, raw, where, parse=False)
         if "vhosts" in data:
             values["vhosts"] = _vhosts(data["vhosts"], where)
+        if "loopback_users" in data:
+            values["loopback_users"] = _loopback_users(data["loopback_users"], where)
         if "users" in data:
             values["users"] = _users(data["users"], values.get("vhosts", Config.vhosts), where)
         elif "vhosts" in data:
@@ -338,6 +379,10 @@ def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None
                             f"vhosts leaves out {vhost!r}, which the default user {user.name!r} "
                             f"needs; list it or define users too ({where})"
                         )
+
+    raw = env.get(ENV_PREFIX + "LOOPBACK_USERS")
+    if raw is not None and raw.strip() != "":
+        values["loopback_users"] = _loopback_users(raw, f"from {ENV_PREFIX}LOOPBACK_USERS")
 
     for key in SCALARS:
         name = ENV_PREFIX + key.upper()

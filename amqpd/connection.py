@@ -52,7 +52,14 @@ from amqpd.core.queue import Queue
 from amqpd.core.vhost import VHost
 from amqpd.encoding import erlang_binary, loggable, payload_snippet
 from amqpd.flow import UNSENT_LIMIT, FlowControl
-from amqpd.handshake import BadProtocolHeader, Handshake, HandshakeFailed, Negotiated
+from amqpd.handshake import (
+    BadProtocolHeader,
+    Handshake,
+    HandshakeFailed,
+    LoginRefused,
+    Negotiated,
+)
+from amqpd.login_guard import LoginGuard
 from amqpd.scheduler import TickScheduler
 from amqpd.transport import Clock, Timer, Transport
 from amqpd.wire.frames import (
@@ -108,6 +115,7 @@ class BrokerView(Protocol):
     scheduler: TickScheduler
     connections: set[Connection]
     blocked_reason: str  # why resource alarms block publishers now, "" if they do not
+    logins: LoginGuard  # failed logins per peer address
 
 
 class Connection:
@@ -119,7 +127,7 @@ class Connection:
         self.state: State = AWAIT_HEADER  # moved only by _enter, along TRANSITIONS
         self.transport: Transport | None = None
         self.peer = "?"
-        self.handshake = Handshake(config, broker.vhosts)
+        self.handshake = Handshake(config, broker.vhosts, logins=broker.logins)
         self.negotiated: Negotiated | None = None  # set by connection.open
         self.flow = FlowControl()
         self.channels: dict[int, Channel] = {}
@@ -155,6 +163,7 @@ class Connection:
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.handshake.peer = self.peer
+        self.handshake.peer_host = peer[0] if peer else ""
         self.broker.connections.add(self)
         self._timer = self._clock.call_later(self.config.handshake_timeout, self._handshake_timeout)
 
@@ -213,6 +222,8 @@ class Connection:
                 self._on_frame(frame_type, number, payload)
             except ConnectionError_ as error:
                 self._close_connection(error.code, error.text, error.index)
+            except LoginRefused as refused:
+                self._refuse_login(refused)
             except HandshakeFailed as failure:
                 log.info("handshake with %s failed: %s", self.peer, failure)
                 self._shutdown_transport()
@@ -422,7 +433,7 @@ class Connection:
             raise HandshakeFailed(f"unexpected method {index >> 16}/{index & 0xFFFF}")
         handshake = self.handshake
         if state is AWAIT_START_OK:
-            tune = handshake.start_ok(args)
+            tune = handshake.start_ok(args, self._clock.time())
             self._enter(AWAIT_TUNE_OK)
             self._send_method(0, tune)
         elif state is AWAIT_TUNE_OK:
@@ -538,6 +549,9 @@ class Connection:
         log.info("closing connection %s: %s", self.peer, loggable(text, self.state is not OPEN))
         self._release_all()
         self._enter(CLOSING)
+        self._send_close(code, text, index)
+
+    def _send_close(self, code: int, text: str, index: int) -> None:
         self._out = []
         self._confirm_channels.clear()
         self._send_method(
@@ -551,6 +565,32 @@ class Connection:
         )
         self.flush()
         self._keep_reading_until(CLOSE_OK_TIMEOUT)
+
+    def _refuse_login(self, refused: LoginRefused) -> None:
+        """Answer a refused login (already logged by the handshake), after its delay: until
+        then read nothing and ignore whatever else the client sent."""
+        self._enter(CLOSING)
+        self._unprocessed = []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        close = refused.close
+
+        def answer() -> None:
+            self._timer = None
+            if self.state is CLOSED:
+                return
+            if close is None:
+                self._shutdown_transport()
+            else:
+                self._send_close(close.code, close.text, close.index)
+
+        if refused.delay <= 0:
+            answer()
+            return
+        if self.transport is not None:
+            self.flow.update_reading(self.transport, True)
+        self._timer = self._clock.call_later(refused.delay, answer)
 
     def _linger(self) -> None:
         """After connection.close-ok, read and discard until the client closes its side, as

@@ -15,15 +15,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from pamqp import commands
 
 from amqpd import __version__
-from amqpd.auth import MECHANISMS, Access, authenticate, parse_credentials
+from amqpd.auth import MECHANISMS, Access, authenticate, is_loopback, parse_credentials
 from amqpd.config import Config
 from amqpd.core.errors import ACCESS_REFUSED, NOT_ALLOWED, ConnectionError_
 from amqpd.core.vhost import VHost
+from amqpd.login_guard import LoginGuard
 from amqpd.wire.frames import PROTOCOL_HEADER
 
 log = logging.getLogger("amqpd.connection")
@@ -35,6 +36,16 @@ class HandshakeFailed(Exception):
 
 class BadProtocolHeader(HandshakeFailed):
     """The client's first 8 bytes are not AMQP 0-9-1's header: answer with ours and close."""
+
+
+class LoginRefused(Exception):
+    """A refused login: send `close` (None: drop the socket, for a client that did not claim
+    authentication_failure_close) after `delay` seconds (repeated failures from one peer)."""
+
+    def __init__(self, close: ConnectionError_ | None, delay: float) -> None:
+        super().__init__(close.text if close is not None else "login refused")
+        self.close = close
+        self.delay = delay
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +92,18 @@ def server_properties() -> dict[str, Any]:
 
 
 class Handshake:
-    def __init__(self, config: Config, vhosts: Mapping[str, VHost], peer: str = "?") -> None:
+    def __init__(
+        self,
+        config: Config,
+        vhosts: Mapping[str, VHost],
+        peer: str = "?",
+        logins: LoginGuard | None = None,
+    ) -> None:
         self._config = config
         self._vhosts = vhosts
-        self.peer = peer
+        self.peer = peer  # host:port, for the log
+        self.peer_host = ""  # the address alone: loopback_users and the login guard use it
+        self._logins = logins if logins is not None else LoginGuard()
         self._header = b""
         self._user = ""
         self._capabilities: Mapping[str, Any] = {}
@@ -109,7 +128,9 @@ class Handshake:
             locales="en_US",
         )
 
-    def start_ok(self, args: commands.Connection.StartOk) -> commands.Connection.Tune:
+    def start_ok(
+        self, args: commands.Connection.StartOk, now: float = 0.0
+    ) -> commands.Connection.Tune:
         capabilities = (args.client_properties or {}).get("capabilities")
         if not isinstance(capabilities, dict):
             capabilities = {}  # absent, or not a table: the client claims none
@@ -121,16 +142,14 @@ class Handshake:
         credentials = parse_credentials(args.mechanism, raw)
         if credentials is None:
             raise HandshakeFailed(f"malformed {args.mechanism} response")
+        login = credentials[0]
         user = authenticate(self._config, *credentials)
         if user is None:
-            log.warning("login refused for %s using %s", self.peer, args.mechanism)
-            if not capabilities.get("authentication_failure_close"):
-                raise HandshakeFailed("login refused")
-            raise ConnectionError_(
-                ACCESS_REFUSED,
-                f"Login was refused using authentication mechanism {args.mechanism}."
-                " For details see the broker logfile.",
-            )
+            self._refuse(login, args.mechanism, "invalid credentials", now)
+        elif user.name in self._config.loopback_users and not is_loopback(self.peer_host):
+            self._refuse(login, args.mechanism, "user can only connect via localhost", now)
+        assert user is not None
+        self._logins.succeeded(self.peer_host)
         self._user = user.name
         config = self._config
         return commands.Connection.Tune(
@@ -138,6 +157,29 @@ class Handshake:
             frame_max=config.frame_max,
             heartbeat=config.heartbeat,
         )
+
+    def _refuse(self, login: str, mechanism: str, reason: str, now: float) -> NoReturn:
+        """Log the refusal (one line: user, peer, why; never the password) and raise it."""
+        verdict = self._logins.refused(self.peer_host, now)
+        if verdict.log:
+            log.warning(
+                "login refused for user %s from %s using %s: %s%s",
+                ascii(login[:64]),
+                self.peer,
+                mechanism,
+                reason,
+                "; further refusals from this address in the next minute are not logged"
+                if verdict.last_logged
+                else "",
+            )
+        close = None
+        if self._capabilities.get("authentication_failure_close"):
+            close = ConnectionError_(
+                ACCESS_REFUSED,
+                f"Login was refused using authentication mechanism {mechanism}."
+                " For details see the broker logfile.",
+            )
+        raise LoginRefused(close, verdict.delay)
 
     def tune_ok(self, args: commands.Connection.TuneOk) -> Limits:
         frame_max, channel_max = args.frame_max, args.channel_max

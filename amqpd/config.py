@@ -88,6 +88,13 @@ class Config:
     users: tuple[User, ...] = (User("guest", "guest", {"/": Permission()}),)
     # Users who may log in only from a loopback address (RabbitMQ's loopback_users).
     loopback_users: tuple[str, ...] = ("guest",)
+    # TLS (amqps): a second listener on tls_port, enabled by tls_certfile (see server.tls).
+    tls_port: int = 5671
+    tls_certfile: str = ""
+    tls_keyfile: str = ""
+    tls_cafile: str = ""
+    tls_verify_peer: bool = False
+    tls_fail_if_no_peer_cert: bool = False
 
     def user(self, name: str) -> User | None:
         """The configured user called `name`, or None."""
@@ -111,6 +118,10 @@ def _check_int(low: int, high: int | None) -> Callable[[Any], str | None]:
 
 def _check_positive_float(value: Any) -> str | None:
     return None if math.isfinite(value) and value > 0 else "must be a finite number > 0"
+
+
+def _check_any(value: Any) -> str | None:
+    return None
 
 
 def _check_nonempty(value: Any) -> str | None:
@@ -154,11 +165,31 @@ SCALARS: Mapping[str, _Scalar] = MappingProxyType(
         "fsync": _Scalar(str, _check_choice(FSYNC_POLICIES), lower=True),
         "fsync_interval_ms": _Scalar(int, _check_int(1, None)),
         "memory_high_watermark": _Scalar(str, _check_watermark, numbers_as_text=True),
+        "tls_port": _Scalar(int, _check_int(0, 65535)),
+        "tls_certfile": _Scalar(str, _check_any),
+        "tls_keyfile": _Scalar(str, _check_any),
+        "tls_cafile": _Scalar(str, _check_any),
+        "tls_verify_peer": _Scalar(bool, _check_any),
+        "tls_fail_if_no_peer_cert": _Scalar(bool, _check_any),
     }
 )
 LIST_KEYS = ("vhosts", "users", "loopback_users")
 USER_KEYS = ("name", "password", "password_hash", "hashing_algorithm", "permissions")
-FLAG_KEYS = ("bind", "port", "data_dir", "log_level", "memory_high_watermark")
+FLAG_KEYS = (
+    "bind",
+    "port",
+    "data_dir",
+    "log_level",
+    "memory_high_watermark",
+    "tls_port",
+    "tls_certfile",
+    "tls_keyfile",
+    "tls_cafile",
+    "tls_verify_peer",
+    "tls_fail_if_no_peer_cert",
+)
+BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
+            "false": False, "no": False, "off": False, "0": False}  # fmt: skip
 ENV_PREFIX = "AMQPD_"
 # AMQPD_* variables that are not settings but are read elsewhere (the accelerated codec's
 # switch, the image, the tests); AMQPD_TEST_* is the test suite's namespace.
@@ -169,7 +200,7 @@ TOOL_VARIABLES = (
     "AMQPD_STORE_RECOVERY_COUNT",
 )
 TOOL_PREFIX = "AMQPD_TEST_"
-TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
 def _scalar(key: str, raw: Any, where: str, parse: bool = True) -> Any:
@@ -178,12 +209,14 @@ def _scalar(key: str, raw: Any, where: str, parse: bool = True) -> Any:
     if spec.numbers_as_text and isinstance(raw, (int, float)) and not isinstance(raw, bool):
         raw = str(raw)
     value = raw
-    if parse and isinstance(raw, str) and spec.kind is not str:
+    if parse and isinstance(raw, str) and spec.kind is bool:
+        value = BOOLEANS.get(raw.strip().lower(), raw)
+    elif parse and isinstance(raw, str) and spec.kind is not str:
         try:
             value = spec.kind(raw.strip())
         except ValueError:
             value = raw
-    ok_type = isinstance(value, spec.kind) and not isinstance(value, bool)
+    ok_type = isinstance(value, spec.kind) and (spec.kind is bool or not isinstance(value, bool))
     if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok_type = float(value), True
     if not ok_type:
@@ -322,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="W",
         help="block publishers above this memory use: a fraction of RAM like 0.4 (default) "
         "or a size like 512MiB",
+    )
+    parser.add_argument("--tls-port", metavar="N", help="amqps port (default 5671)")
+    parser.add_argument("--tls-certfile", metavar="FILE", help="server certificate: enables TLS")
+    parser.add_argument("--tls-keyfile", metavar="FILE", help="its private key")
+    parser.add_argument("--tls-cafile", metavar="FILE", help="CAs that sign client certificates")
+    parser.add_argument("--tls-verify-peer", metavar="BOOL", help="ask for client certificates")
+    parser.add_argument(
+        "--tls-fail-if-no-peer-cert", metavar="BOOL", help="refuse clients without one"
     )
     parser.add_argument("--version", action="version", version=f"amqpd {__version__}")
     return parser

@@ -61,6 +61,7 @@ from amqpd.handshake import (
 )
 from amqpd.login_guard import LoginGuard
 from amqpd.scheduler import TickScheduler
+from amqpd.tls import certificate_user
 from amqpd.transport import Clock, Timer, Transport
 from amqpd.wire.frames import (
     FRAME_BODY,
@@ -164,6 +165,8 @@ class Connection:
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.handshake.peer = self.peer
         self.handshake.peer_host = peer[0] if peer else ""
+        if transport.get_extra_info("sslcontext") is not None:
+            self.handshake.certificate_user = certificate_user(transport.get_extra_info("peercert"))
         self.broker.connections.add(self)
         self._timer = self._clock.call_later(self.config.handshake_timeout, self._handshake_timeout)
 

@@ -103,6 +103,7 @@ class Handshake:
         self._vhosts = vhosts
         self.peer = peer  # host:port, for the log
         self.peer_host = ""  # the address alone: loopback_users and the login guard use it
+        self.certificate_user: str | None = None  # CN of a verified TLS client certificate
         self._logins = logins if logins is not None else LoginGuard()
         self._header = b""
         self._user = ""
@@ -124,9 +125,13 @@ class Handshake:
     def start(self) -> commands.Connection.Start:
         return commands.Connection.Start(
             server_properties=server_properties(),
-            mechanisms=" ".join(MECHANISMS),
+            mechanisms=" ".join(self.mechanisms()),
             locales="en_US",
         )
+
+    def mechanisms(self) -> tuple[str, ...]:
+        """PLAIN and AMQPLAIN; EXTERNAL too over TLS with a verified client certificate."""
+        return MECHANISMS + ("EXTERNAL",) if self.certificate_user else MECHANISMS
 
     def start_ok(
         self, args: commands.Connection.StartOk, now: float = 0.0
@@ -137,18 +142,24 @@ class Handshake:
         self._capabilities = capabilities
         response = args.response
         raw = response.encode() if isinstance(response, str) else bytes(response or b"")
-        if args.mechanism not in MECHANISMS:
+        if args.mechanism not in self.mechanisms():
             raise HandshakeFailed(f"unsupported authentication mechanism '{args.mechanism}'")
-        credentials = parse_credentials(args.mechanism, raw)
-        if credentials is None:
-            raise HandshakeFailed(f"malformed {args.mechanism} response")
-        login = credentials[0]
-        user = authenticate(self._config, *credentials)
-        if user is None:
-            self._refuse(login, args.mechanism, "invalid credentials", now)
-        elif user.name in self._config.loopback_users and not is_loopback(self.peer_host):
-            self._refuse(login, args.mechanism, "user can only connect via localhost", now)
+        if args.mechanism == "EXTERNAL":  # the certificate was verified: no password
+            login = self.certificate_user or ""
+            user = self._config.user(login)
+            if user is None:
+                self._refuse(login, args.mechanism, "no such user (certificate CN)", now)
+        else:
+            credentials = parse_credentials(args.mechanism, raw)
+            if credentials is None:
+                raise HandshakeFailed(f"malformed {args.mechanism} response")
+            login = credentials[0]
+            user = authenticate(self._config, *credentials)
+            if user is None:
+                self._refuse(login, args.mechanism, "invalid credentials", now)
         assert user is not None
+        if user.name in self._config.loopback_users and not is_loopback(self.peer_host):
+            self._refuse(login, args.mechanism, "user can only connect via localhost", now)
         self._logins.succeeded(self.peer_host)
         self._user = user.name
         config = self._config

@@ -17,6 +17,8 @@ import gc
 import logging
 import os
 import signal
+import ssl
+from typing import Any, Literal
 
 import uvloop
 
@@ -24,6 +26,7 @@ from amqpd.adapter import AmqpProtocol
 from amqpd.broker import Broker
 from amqpd.config import Config
 from amqpd.store import StoreFailed, StoreLocked
+from amqpd.tls import server_context
 
 log = logging.getLogger("amqpd.server")
 
@@ -80,6 +83,11 @@ class Server:
             )
             broker.close_stores()
             return 1
+        tls_listener = await self._listen_tls(loop, broker) if self.config.tls_certfile else None
+        if tls_listener is False:
+            listener.close()
+            broker.close_stores()
+            return 1
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, broker)
         addresses = ", ".join(_format_address(s.getsockname()) for s in listener.sockets)
@@ -95,6 +103,8 @@ class Server:
             watch.cancel()
         log.info("shutting down")
         listener.close()
+        if tls_listener:
+            tls_listener.close()
         for connection in list(broker.connections):
             connection.force_close("shutdown")
         deadline = loop.time() + SHUTDOWN_GRACE
@@ -108,3 +118,45 @@ class Server:
         await asyncio.to_thread(broker.close_stores)
         log.info("stopped")
         return 1 if broker.fatal is not None else 0
+
+    async def _listen_tls(
+        self, loop: asyncio.AbstractEventLoop, broker: Broker
+    ) -> asyncio.Server | Literal[False]:
+        """The amqps listener (logged as one line), or False after logging why it cannot be."""
+        config = self.config
+        try:
+            context = server_context(config)
+        except (ssl.SSLError, OSError) as error:
+            log.error("cannot use the TLS certificate or key: %s", error)
+            return False
+        # A failed TLS handshake (a plaintext client, a bad certificate) is the client's
+        # problem: one short line at debug level, never a traceback.
+        loop.set_exception_handler(_quiet_tls_errors)
+        try:
+            server = await loop.create_server(
+                lambda: AmqpProtocol(broker),
+                config.bind,
+                config.tls_port,
+                ssl=context,
+                ssl_handshake_timeout=config.handshake_timeout,
+                backlog=1024,
+            )
+        except OSError as error:
+            log.error(
+                "cannot listen for TLS on %s:%s: %s",
+                config.bind,
+                config.tls_port,
+                error.strerror or error,
+            )
+            return False
+        addresses = ", ".join(_format_address(s.getsockname()) for s in server.sockets)
+        log.info("amqps (TLS) accepting at %s", addresses)
+        return server
+
+
+def _quiet_tls_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    error = context.get("exception")
+    if isinstance(error, (ssl.SSLError, ConnectionError, TimeoutError)):
+        log.debug("TLS connection failed: %s", str(error)[:200])
+        return
+    loop.default_exception_handler(context)

@@ -151,7 +151,35 @@ def _s(value: str) -> bytes:
 
 
 def _table(value: dict[str, Any]) -> bytes:
-    return _pencode.field_table(value) if value else b"\x00\x00\x00\x00"
+    return _field_table(value) if value else b"\x00\x00\x00\x00"
+
+
+_DOUBLE = struct.Struct(">d")
+
+
+def _field_table(table: dict[str, Any]) -> bytes:
+    """A client's table as it was decoded, in its order. Unlike pamqp's encoder this keeps
+    doubles as doubles (pamqp writes floats as 32-bit and fails on larger ones), names of up
+    to 255 bytes (pamqp cuts them at 128) and long strings that are not UTF-8 (bytes)."""
+    parts: list[bytes] = []
+    for key, item in table.items():
+        name = key.encode()
+        parts += (bytes((len(name),)), name, _field_value(item))
+    body = b"".join(parts)
+    return _TABLE_LEN.pack(len(body)) + body
+
+
+def _field_value(item: Any) -> bytes:
+    if isinstance(item, float):
+        return b"d" + _DOUBLE.pack(item)
+    if isinstance(item, bytes):
+        return b"S" + _TABLE_LEN.pack(len(item)) + item
+    if isinstance(item, dict):
+        return b"F" + _field_table(item)
+    if isinstance(item, list):
+        body = b"".join(_field_value(element) for element in item)
+        return b"A" + _TABLE_LEN.pack(len(body)) + body
+    return _pencode.encode_table_value(item)
 
 
 def encode_exchange(r: ExchangeRecord) -> list[bytes]:

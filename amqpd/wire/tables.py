@@ -41,7 +41,8 @@ def decode_table(data: bytes, offset: int = 0) -> tuple[int, dict[str, Any]]:
         return _decode(data, offset, _TABLE)
     except TableError:
         raise
-    except (struct.error, IndexError, UnicodeDecodeError, TypeError, ValueError) as error:
+    except (struct.error, IndexError, UnicodeDecodeError, TypeError, ValueError, OverflowError,
+            OSError) as error:  # fmt: skip
         raise TableError(f"malformed field table: {error}") from None
 
 

@@ -228,7 +228,7 @@ class Connection:
             except LoginRefused as refused:
                 self._refuse_login(refused)
             except HandshakeFailed as failure:
-                log.info("handshake with %s failed: %s", self.peer, failure)
+                log.info("handshake with %s failed: %s", self.peer, loggable(str(failure), True))
                 self._shutdown_transport()
             except Exception:
                 log.exception("internal error on connection %s", self.peer)

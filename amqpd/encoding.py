@@ -51,23 +51,33 @@ def payload_snippet(payload: bytes) -> str:
     return f"first {SNIPPET_OCTETS} octets = {erlang_binary(payload[:SNIPPET_OCTETS])}"
 
 
-_BINARY = re.compile(r'<<(?:"(?:[^"\\]|\\.)*"|[0-9,]*)>>')
+# A quoted binary, possibly cut short by the 255-byte limit of reply texts (then unclosed).
+_BINARY = re.compile(r'<<("(?:[^"\\]|\\.)*"?|[0-9,]*)(>>|\.\.\.$|$)')
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+LOGGED_TEXT = 400  # characters of a reply text that reach the log
 
 
 def loggable(text: str, redact: bool = False) -> str:
-    """`text` with every quoted binary cut to its first 16 octets, or hidden if `redact`
-    (before login a binary may hold the client's credentials)."""
+    """`text` for a log line: every quoted binary cut to its first 16 octets, or hidden if
+    `redact` (before login a binary may hold the client's credentials); control characters
+    escaped (client names cannot forge log lines); at most LOGGED_TEXT characters."""
 
     def shorten(match: re.Match[str]) -> str:
-        quoted = match.group(0)
+        inner, closing = match.group(1), match.group(2)
+        if not inner and closing == ">>":
+            return "<<>>"
         if redact:
             return "<<...>>"
-        if quoted.startswith('<<"'):
-            inner = quoted[3:-3]
-            return quoted if len(inner) <= SNIPPET_OCTETS else f'<<"{inner[:SNIPPET_OCTETS]}"...>>'
-        octets = quoted[2:-2].split(",")
-        if len(octets) <= SNIPPET_OCTETS:
-            return quoted
+        if inner.startswith('"'):
+            chars = inner[1:-1] if closing == ">>" else inner[1:]
+            if closing == ">>" and len(chars) <= SNIPPET_OCTETS:
+                return match.group(0)
+            return f'<<"{chars[:SNIPPET_OCTETS]}"...>>'
+        octets = inner.split(",")
+        if closing == ">>" and len(octets) <= SNIPPET_OCTETS:
+            return match.group(0)
         return "<<" + ",".join(octets[:SNIPPET_OCTETS]) + ",...>>"
 
-    return _BINARY.sub(shorten, text)
+    text = _BINARY.sub(shorten, text)
+    text = _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+    return text if len(text) <= LOGGED_TEXT else text[:LOGGED_TEXT] + "..."

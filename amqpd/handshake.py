@@ -143,7 +143,7 @@ class Handshake:
         response = args.response
         raw = response.encode() if isinstance(response, str) else bytes(response or b"")
         if args.mechanism not in self.mechanisms():
-            raise HandshakeFailed(f"unsupported authentication mechanism '{args.mechanism}'")
+            raise HandshakeFailed(f"unsupported authentication mechanism {args.mechanism[:40]!r}")
         if args.mechanism == "EXTERNAL":  # the certificate was verified: no password
             login = self.certificate_user or ""
             user = self._config.user(login)

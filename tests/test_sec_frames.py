@@ -106,11 +106,13 @@ def test_undecodable_start_ok_does_not_log_the_password(proc: BrokerProcess) -> 
     password = "s3cr3t-pw"
     with _after_header(proc) as conn:
         arguments = encode.field_table({}) + rawamqp.short_str("PLAIN")
-        arguments += encode.long_string(f"\0guest\0{password}") + b"\x05en"  # locale cut short
+        # a locale cut short, after enough bytes that the reply text is cut at 255 bytes
+        arguments += encode.long_string(f"\0guest\0{password}") + b"\xc8" + b"e" * 150
         conn.send_bytes(rawamqp.raw_frame(1, 0, rawamqp.method_payload(10, 11, arguments)))
         closed = conn.wait_close()
         assert (closed.reply_code, closed.class_id, closed.method_id) == (501, 10, 11)
         assert closed.reply_text.startswith("FRAME_ERROR - cannot decode <<")
+        assert closed.reply_text.endswith("...") and len(closed.reply_text) == 255
         conn.close_ok_then_eof()
     lines = log_since(proc, mark)
     _short_log(lines)
@@ -169,3 +171,26 @@ def test_unknown_frame_type_quotes_16_octets(raw: rawamqp.RawConnection) -> None
     _closed_with(
         raw, 'FRAME_ERROR - type 9, first 16 octets = <<"aaaaaaaaaaaaaaaa">>: unknown_frame'
     )
+
+
+def test_client_text_cannot_forge_log_lines(proc: BrokerProcess) -> None:
+    mark = len(proc.log_lines)
+    with rawamqp.RawConnection(proc.host, proc.port) as conn:
+        conn.start()
+        conn.tune()
+        conn.send(0, commands.Connection.Open(virtual_host="x\n2099-01-01 00:00:00,000 ERROR"))
+        assert conn.wait_close().reply_code == 530
+        conn.close_ok_then_eof()
+    lines = log_since(proc, mark)
+    assert lines and not any(line.startswith("2099") for line in lines), lines
+    with rawamqp.RawConnection(proc.host, proc.port) as conn:
+        conn.send_bytes(rawamqp.PROTOCOL_HEADER)
+        conn.expect(commands.Connection.Start)
+        start_ok = commands.Connection.StartOk(
+            mechanism="X\nforged " + "m" * 200, response="\0guest\0guest", locale="en_US"
+        )
+        conn.send(0, start_ok)
+        conn.expect_eof()
+    lines = log_since(proc, mark)
+    assert not any(line.startswith("forged") for line in lines), lines
+    _short_log(lines, connections=2)

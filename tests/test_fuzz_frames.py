@@ -101,13 +101,16 @@ BAD_TABLES = [
 ]
 
 
+FIELD_TYPES = [bytes((kind,)) for kind in b"tbBsuIilLfdDSATFVxZ\x00"]
+
+
 @st.composite
 def mutated(draw: st.DrawFn) -> tuple[bytes, list[int]]:
     frames = list(VALID)
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(
             ["flip", "byte", "size", "type", "channel", "drop", "double", "swap", "table",
-             "shortstr", "end"]))  # fmt: skip
+             "shortstr", "end", "arguments"]))  # fmt: skip
         i = draw(st.integers(0, len(frames) - 1))
         data = bytearray(frames[i])
         if kind == "flip" and data:
@@ -135,6 +138,14 @@ def mutated(draw: st.DrawFn) -> tuple[bytes, list[int]]:
             declare = commands.Queue.Declare(queue="t", arguments={})
             payload = struct.pack(">HH", 50, 10) + declare.marshal()[:-4] + table
             data = bytearray(rawamqp.raw_frame(1, 1, payload))
+        elif kind == "arguments":  # durable declares store what they get: odd typed values
+            entries = draw(st.lists(st.tuples(st.sampled_from(FIELD_TYPES), st.binary(max_size=9)),
+                                    min_size=1, max_size=4))  # fmt: skip
+            body = b"".join(b"\x01k" + kind_byte + value for kind_byte, value in entries)
+            table = struct.pack(">I", len(body)) + body
+            flags = draw(st.sampled_from([0, 2, 10]))  # durable, durable + auto-delete
+            declare = struct.pack(">HHH", 50, 10, 0) + rawamqp.short_str("fz") + bytes((flags,))
+            data = bytearray(rawamqp.raw_frame(1, 1, declare + table))
         elif kind == "shortstr":
             name = draw(st.binary(min_size=0, max_size=8))
             length = draw(st.sampled_from([0, len(name), 255]))

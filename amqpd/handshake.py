@@ -2,12 +2,15 @@
 
 `Handshake` is sans-IO and owned by the connection, which calls it in the order its state
 table allows: `read_header` (bytes in; the rest of them out once the 8-byte header matched),
-`start` (connection.start to send), `start_ok` (logs the user in with PLAIN or AMQPLAIN;
-connection.tune to send), `tune_ok` (the `Limits` the client chose within ours) and `open`
-(the vhost and the user's permissions: the whole `Negotiated` result). Failures RabbitMQ
-answers by silently dropping the socket raise `HandshakeFailed` (`BadProtocolHeader` for a
-header that is not AMQP 0-9-1: answer with ours, then close); the others are
-`ConnectionError_`s with RabbitMQ's texts.
+`start` (connection.start to send), `start_ok` (logs the user in with PLAIN or AMQPLAIN, or
+EXTERNAL as the CN of a verified TLS client certificate; connection.tune to send), `tune_ok`
+(the `Limits` the client chose within ours) and `open` (the vhost and the user's
+permissions: the whole `Negotiated` result). Failures RabbitMQ answers by silently dropping
+the socket raise `HandshakeFailed` (`BadProtocolHeader` for a header that is not AMQP
+0-9-1: answer with ours, then close); a refused login (wrong password, a `loopback_users`
+user from elsewhere, an unknown certificate user) is logged here, once, with user, peer and
+reason, and raises `LoginRefused`, delayed by the broker's `LoginGuard` after repeated
+failures; the others are `ConnectionError_`s with RabbitMQ's texts.
 """
 
 from __future__ import annotations

@@ -292,5 +292,6 @@ def test_fuzz_frames(proc: BrokerProcess) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_fuzz_frames_long(proc: BrokerProcess) -> None:
     _run(proc, examples=3000)

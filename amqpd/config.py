@@ -443,7 +443,7 @@ def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
     """One line per AMQPD_* variable that names no setting (a typo is otherwise silently
     ignored), with the closest real name when there is one. Not an error: a warning."""
     env = os.environ if environ is None else environ
-    known = [ENV_PREFIX + key.upper() for key in SCALARS]
+    known = [ENV_PREFIX + key.upper() for key in (*SCALARS, "loopback_users")]
     problems = []
     for name in sorted(env):
         if not name.startswith(ENV_PREFIX) or name in known or name in TOOL_VARIABLES:

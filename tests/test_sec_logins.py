@@ -289,3 +289,9 @@ def test_many_failures_from_one_peer_slow_down(proc: BrokerProcess) -> None:
         )
     ).close()  # a good login clears the record
     assert fail() < DELAY
+
+
+def test_loopback_users_env_is_not_reported_unknown() -> None:
+    from amqpd.config import unknown_environment
+
+    assert unknown_environment({"AMQPD_LOOPBACK_USERS": "none", "AMQPD_TLS_PORT": "1"}) == []

@@ -436,7 +436,25 @@ def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None
         if raw is not None:
             values[key] = _scalar(key, raw, f"from --{key.replace('_', '-')}")
 
-    return Config(**values)
+    config = Config(**values)
+    _check_tls(config)
+    return config
+
+
+def _check_tls(config: Config) -> None:
+    """TLS settings that cannot work together, or files that cannot be read."""
+    if not config.tls_certfile:
+        if config.tls_keyfile or config.tls_cafile or config.tls_verify_peer:
+            raise ConfigError("tls_keyfile, tls_cafile and tls_verify_peer need tls_certfile")
+        return
+    if config.tls_fail_if_no_peer_cert and not config.tls_verify_peer:
+        raise ConfigError("tls_fail_if_no_peer_cert needs tls_verify_peer: true")
+    if config.tls_verify_peer and not config.tls_cafile:
+        raise ConfigError("tls_verify_peer needs tls_cafile (the CAs of client certificates)")
+    for key in ("tls_certfile", "tls_keyfile", "tls_cafile"):
+        path = getattr(config, key)
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"{key}: cannot read {path}")
 
 
 def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:

@@ -177,10 +177,10 @@ class Handshake:
         verdict = self._logins.refused(self.peer_host, now)
         if verdict.log:
             log.warning(
-                "login refused for user %s from %s using %s: %s%s",
-                ascii(login[:64]),
+                "login refused for %s using %s: user %s, %s%s",
                 self.peer,
                 mechanism,
+                ascii(login[:64]),
                 reason,
                 "; further refusals from this address in the next minute are not logged"
                 if verdict.last_logged

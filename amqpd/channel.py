@@ -22,7 +22,7 @@ from pamqp import base, commands
 
 from amqpd.assembler import ContentAssembler
 from amqpd.channel_host import ChannelHost
-from amqpd.consumer import ChannelConsumer
+from amqpd.consumer import ChannelConsumer, drop_lost
 from amqpd.core.arguments import validate_consumer_arguments
 from amqpd.core.durability import READY, WAIT_FIRST, Confirms
 from amqpd.core.errors import (
@@ -519,11 +519,16 @@ class Channel:
         name = self._queue_name(args.queue)
         self.access.check("read", "queue", name)
         queue = self.vhost.queue(name, self.host)
-        entry = queue.take()
-        if entry is None:
-            self.reply(commands.Basic.GetEmpty())
-            return
-        seq, message, redelivered = entry
+        while True:
+            entry = queue.take()
+            if entry is None:
+                self.reply(commands.Basic.GetEmpty())
+                return
+            seq, message, redelivered = entry
+            error = message.reload() if message.source is not None else None
+            if error is None:
+                break
+            drop_lost(queue, message, error)
         tag = self.deliveries.got(queue, seq, message, redelivered, args.no_ack)
         self.send_with_content(
             encode_get_ok(self.number, tag, redelivered, message.exchange_rk, len(queue.messages)),

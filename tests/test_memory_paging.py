@@ -235,3 +235,50 @@ def test_recovery_leaves_bodies_in_the_log(tmp_path: Path) -> None:
             if len(seen) == count:
                 break
         connection.close()
+
+
+@pytest.mark.skipif(external_broker() is not None, reason="damages its own amqpd's log")
+def test_a_damaged_record_under_a_live_broker_drops_that_message_only(tmp_path: Path) -> None:
+    count, size = 1000, 64 * 1024  # 64 MiB of bodies: most past the resident head (16 MiB)
+    lost = 900  # a message well past the head, so its body is read back from the log
+    data = tmp_path / "data"
+    with BrokerProcess(data) as broker:
+        params = pika.ConnectionParameters(broker.host, broker.port)
+        connection = pika.BlockingConnection(params)
+        channel = connection.channel()
+        channel.queue_declare("damaged", durable=True)
+        channel.confirm_delivery()
+        persistent = pika.BasicProperties(delivery_mode=2)
+        for i in range(count):
+            channel.basic_publish("", "damaged", struct.pack(">Q", i) * (size // 8), persistent)
+        time.sleep(1.0)  # the pager runs every 100 ms: the bodies past the head leave memory
+        needle = struct.pack(">Q", lost) * 16
+        damaged = 0
+        for segment in data.glob("**/segment-*.log"):
+            at = segment.read_bytes().find(needle)
+            if at >= 0:
+                with segment.open("r+b") as file:  # in place: the broker keeps it open
+                    file.seek(at + 100)
+                    file.write(b"\xff")
+                damaged += 1
+        assert damaged == 1
+        channel.basic_qos(prefetch_count=100)
+        seen = []
+        for method, _properties, body in channel.consume("damaged", inactivity_timeout=10):
+            if method is None:
+                break
+            number = struct.unpack(">Q", body[:8])[0]
+            assert body == struct.pack(">Q", number) * (size // 8)
+            seen.append(number)
+            channel.basic_ack(method.delivery_tag)
+        assert seen == [i for i in range(count) if i != lost]
+        channel.cancel()
+        # the broker keeps serving: the queue is empty, nothing loops or is redelivered
+        assert channel.queue_declare("damaged", durable=True).method.message_count == 0
+        channel.basic_publish("", "damaged", b"after", persistent)
+        method, _properties, body = channel.basic_get("damaged", auto_ack=True)
+        assert body == b"after"
+        connection.close()
+        assert broker.wait_for_log("dropped a message whose body is lost")
+        lines = [line for line in broker.log_lines if "lost" in line or "Traceback" in line]
+        assert len(lines) == 1, lines

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from amqpd.store import records as R
+from amqpd.store.idmaps import FlagMap
 from amqpd.store.index import MISSING, OFF_MASK, LogIndex, Segment
 from amqpd.store.records import (
     FILE_HEADER_SIZE,
@@ -110,7 +111,7 @@ class LogHead:
                     for name, delivered in queues.items():
                         held = qmsgs.get(name)
                         if held is None:
-                            held = qmsgs[name] = {}
+                            held = qmsgs[name] = FlagMap()
                         held[mid] = delivered
                     if len(queues) > 1:
                         refs[mid] = len(queues)
@@ -167,7 +168,7 @@ class LogHead:
         elif kind == QDECL:
             qrec: QueueRecord = op[1]
             index.queues[qrec.name] = qrec
-            index.qmsgs.setdefault(qrec.name, {})
+            index.qmsgs.setdefault(qrec.name, FlagMap())
             return self.emit_twice(R.encode_queue(qrec))
         elif kind == BIND:
             brec: BindingRecord = op[1]

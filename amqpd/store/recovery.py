@@ -23,6 +23,7 @@ from struct import Struct
 from typing import Any
 
 from amqpd.store import records as R
+from amqpd.store.idmaps import FlagMap
 from amqpd.store.index import OFF_MASK, LogIndex, Segment
 from amqpd.store.records import FILE_HEADER_SIZE, RECORD_HEAD_SIZE, RecoveredMessage
 from amqpd.store.segments import ScanResult, fsync_directory, header_ok, list_segments, scan
@@ -150,7 +151,7 @@ def _replay_segment(
                 for name, delivered in holders:
                     held = qmsgs.get(name)
                     if held is None:
-                        held = qmsgs[name] = {}
+                        held = qmsgs[name] = FlagMap()
                     held[mid] = delivered
                 if count:
                     if count > 1:
@@ -236,7 +237,7 @@ def _replay_other(index: LogIndex, rtype: int, data: bytes, p: int, end: int) ->
     elif rtype == R.QUEUE:
         q = R.decode_queue(data, p, end)
         index.queues[q.name] = q
-        index.qmsgs.setdefault(q.name, {})
+        index.qmsgs.setdefault(q.name, FlagMap())
     elif rtype == R.BIND:
         b = R.decode_binding(data, p, end)
         index.bindings[R.binding_key(b)] = b

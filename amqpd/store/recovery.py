@@ -144,7 +144,7 @@ def _replay_segment(
                     holders.append((name, flag == 1))
                 if mid > max_id:
                     max_id = mid
-                if mid in loc:
+                if loc.get(mid) is not None:  # a copy re-appended by compaction
                     seg.live_count, seg.live_bytes = live_count, live_bytes
                     _forget_copy(index, mid, datas)
                     live_count, live_bytes = seg.live_count, seg.live_bytes

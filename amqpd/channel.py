@@ -207,8 +207,10 @@ class Channel:
         """Send one ack covering every publish confirmed since the last flush."""
         confirms = self.confirms
         if confirms is not None and self.open and not self.closing:
+            before = confirms.sent
             for tag, multiple, ack in confirms.take():
                 self.host.send(encode_confirm(self.number, tag, multiple, ack))
+            self.vhost.stats.confirm += confirms.sent - before
 
     # -- channel, exchange and queue methods --------------------------------------------
 
@@ -389,7 +391,10 @@ class Channel:
         queues, ticket = vhost.publish(exchange, message)
         if not queues:
             if mandatory:
+                vhost.stats.return_unroutable += 1
                 self._return(message, 312, "NO_ROUTE")
+            else:
+                vhost.stats.drop_unroutable += 1
         elif queues[0].backlogged or len(queues) > 1:
             backlogged = [queue for queue in queues if queue.backlogged]
             if backlogged:
@@ -540,12 +545,20 @@ class Channel:
             self.deliveries.check_known(tag, multiple)
             self.tx.add(lambda: self._settle_now(tag, multiple, requeue, rejected))
             return
-        if self.deliveries.settle(tag, multiple, requeue, rejected):
+        deliveries = self.deliveries
+        before = len(deliveries.unacked)
+        if deliveries.settle(tag, multiple, requeue, rejected):
             self.kick_consumers()
+        if not (requeue or rejected):
+            self.vhost.stats.ack += before - len(deliveries.unacked)
 
     def _settle_now(self, tag: int, multiple: bool, requeue: bool, rejected: bool) -> None:
-        if self.deliveries.settle(tag, multiple, requeue, rejected):
+        deliveries = self.deliveries
+        before = len(deliveries.unacked)
+        if deliveries.settle(tag, multiple, requeue, rejected):
             self.kick_consumers()
+        if not (requeue or rejected):
+            self.vhost.stats.ack += before - len(deliveries.unacked)
 
     def _on_ack(self, args: tuple[int, bool]) -> None:
         tag, multiple = args

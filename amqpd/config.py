@@ -24,6 +24,8 @@ from amqpd.memory import DEFAULT_WATERMARK, parse_watermark
 from amqpd.store.log import FSYNC_POLICIES  # the store defines what its policies are
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+USER_TAGS = ("administrator", "monitoring", "policymaker", "management", "impersonator")
 
 
 class ConfigError(Exception):
@@ -41,11 +43,14 @@ class Permission:
 
 @dataclass(frozen=True)
 class User:
-    """A login: name, plain-text password and the vhosts it may use (vhost -> Permission)."""
+    """A login: name, plain-text password and the vhosts it may use (vhost -> Permission).
+
+    `tags` are RabbitMQ's user tags; they decide what the management API allows."""
 
     name: str
     password: str = field(repr=False)
     permissions: Mapping[str, Permission] = field(hash=False)
+    tags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Store a read-only copy so a Config can never be mutated through a user.
@@ -72,8 +77,14 @@ class Config:
     fsync: str = "always"
     fsync_interval_ms: int = 200
     memory_high_watermark: str = DEFAULT_WATERMARK  # a fraction like 0.4 or a size like 512MiB
+    management: bool = True
+    management_bind: str = "127.0.0.1"
+    management_port: int = 15672
+    prometheus_port: int = 15692
+    definitions_file: str = ""
+    log_format: str = "text"
     vhosts: tuple[str, ...] = ("/",)
-    users: tuple[User, ...] = (User("guest", "guest", {"/": Permission()}),)
+    users: tuple[User, ...] = (User("guest", "guest", {"/": Permission()}, ("administrator",)),)
 
     def user(self, name: str) -> User | None:
         """The configured user called `name`, or None."""
@@ -97,6 +108,10 @@ def _check_int(low: int, high: int | None) -> Callable[[Any], str | None]:
 
 def _check_positive_float(value: Any) -> str | None:
     return None if math.isfinite(value) and value > 0 else "must be a finite number > 0"
+
+
+def _check_anything(value: Any) -> str | None:
+    return None
 
 
 def _check_nonempty(value: Any) -> str | None:
@@ -140,10 +155,28 @@ SCALARS: Mapping[str, _Scalar] = MappingProxyType(
         "fsync": _Scalar(str, _check_choice(FSYNC_POLICIES), lower=True),
         "fsync_interval_ms": _Scalar(int, _check_int(1, None)),
         "memory_high_watermark": _Scalar(str, _check_watermark, numbers_as_text=True),
+        "management": _Scalar(bool, _check_anything),
+        "management_bind": _Scalar(str, _check_nonempty),
+        "management_port": _Scalar(int, _check_int(0, 65535)),
+        "prometheus_port": _Scalar(int, _check_int(0, 65535)),
+        "definitions_file": _Scalar(str, _check_anything),
+        "log_format": _Scalar(str, _check_choice(LOG_FORMATS), lower=True),
     }
 )
 LIST_KEYS = ("vhosts", "users")
-FLAG_KEYS = ("bind", "port", "data_dir", "log_level", "memory_high_watermark")
+FLAG_KEYS = (
+    "bind",
+    "port",
+    "data_dir",
+    "log_level",
+    "management",
+    "management_bind",
+    "management_port",
+    "prometheus_port",
+    "definitions_file",
+    "log_format",
+    "memory_high_watermark",
+)
 ENV_PREFIX = "AMQPD_"
 # AMQPD_* variables that are not settings but are read elsewhere (the accelerated codec's
 # switch, the image, the tests); AMQPD_TEST_* is the test suite's namespace.
@@ -154,7 +187,9 @@ TOOL_VARIABLES = (
     "AMQPD_STORE_RECOVERY_COUNT",
 )
 TOOL_PREFIX = "AMQPD_TEST_"
-TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True}
+BOOL_WORDS.update({"false": False, "no": False, "off": False, "0": False})
 
 
 def _scalar(key: str, raw: Any, where: str, parse: bool = True) -> Any:
@@ -163,12 +198,14 @@ def _scalar(key: str, raw: Any, where: str, parse: bool = True) -> Any:
     if spec.numbers_as_text and isinstance(raw, (int, float)) and not isinstance(raw, bool):
         raw = str(raw)
     value = raw
-    if parse and isinstance(raw, str) and spec.kind is not str:
+    if parse and isinstance(raw, str) and spec.kind is bool:
+        value = BOOL_WORDS.get(raw.strip().lower(), raw)
+    elif parse and isinstance(raw, str) and spec.kind is not str:
         try:
             value = spec.kind(raw.strip())
         except ValueError:
             value = raw
-    ok_type = isinstance(value, spec.kind) and not isinstance(value, bool)
+    ok_type = isinstance(value, spec.kind) and (spec.kind is bool or not isinstance(value, bool))
     if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok_type = float(value), True
     if not ok_type:
@@ -224,7 +261,7 @@ def _users(raw: Any, vhosts: tuple[str, ...], where: str) -> tuple[User, ...]:
         at = f"users[{index}]"
         if not isinstance(item, dict):
             raise ConfigError(f"{at} must be a mapping with name, password, permissions ({where})")
-        _no_unknown(item, ("name", "password", "permissions"), f"{at} ({where})")
+        _no_unknown(item, ("name", "password", "permissions", "tags"), f"{at} ({where})")
         name, password = item.get("name"), item.get("password")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{at}.name must be a non-empty string, got {name!r} ({where})")
@@ -243,8 +280,26 @@ def _users(raw: Any, vhosts: tuple[str, ...], where: str) -> tuple[User, ...]:
                     f"{at}.permissions names vhost {vhost!r}, which is not in vhosts ({where})"
                 )
             perms[vhost] = _permission(perm, f"{at}.permissions[{vhost!r}] ({where})")
-        users.append(User(name, password, perms))
+        users.append(User(name, password, perms, _tags(item.get("tags"), f"{at} ({where})")))
     return tuple(users)
+
+
+def _tags(raw: Any, at: str) -> tuple[str, ...]:
+    """User tags: a list or a comma-separated string of RabbitMQ's tag names."""
+    if raw is None:
+        return ()
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, list):
+        raise ConfigError(f"{at}.tags must be a list of tag names, got {raw!r}")
+    tags: list[str] = []
+    for item in items:
+        tag = item.strip() if isinstance(item, str) else item
+        if tag == "":
+            continue
+        if tag not in USER_TAGS:
+            raise ConfigError(f"{at}.tags: unknown tag {tag!r}; allowed: {', '.join(USER_TAGS)}")
+        tags.append(tag)
+    return tuple(tags)
 
 
 def _no_unknown(mapping: Mapping[Any, Any], allowed: Sequence[str], where: str) -> None:
@@ -284,6 +339,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="block publishers above this memory use: a fraction of RAM like 0.4 (default) "
         "or a size like 512MiB",
     )
+    parser.add_argument(
+        "--management", metavar="on|off", help="run the management HTTP API (default on)"
+    )
+    parser.add_argument(
+        "--management-bind", metavar="ADDR", help="management and metrics address (127.0.0.1)"
+    )
+    parser.add_argument(
+        "--management-port", metavar="N", help="management HTTP port, 0 = any free (15672)"
+    )
+    parser.add_argument(
+        "--prometheus-port", metavar="N", help="Prometheus /metrics port, 0 = any free (15692)"
+    )
+    parser.add_argument(
+        "--definitions-file", metavar="FILE", help="RabbitMQ definitions JSON to load at startup"
+    )
+    parser.add_argument("--log-format", metavar="FORMAT", help="text or json (default text)")
     parser.add_argument("--version", action="version", version=f"amqpd {__version__}")
     return parser
 

@@ -16,6 +16,7 @@ bytes to `data_received` and read what reached their fake transport.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Protocol
 
 from pamqp import base, commands
@@ -118,6 +119,7 @@ class Connection:
         self.state: State = AWAIT_HEADER  # moved only by _enter, along TRANSITIONS
         self.transport: Transport | None = None
         self.peer = "?"
+        self.connected_at = 0.0  # wall-clock time of accept (the management API shows it)
         self.handshake = Handshake(config, broker.vhosts)
         self.negotiated: Negotiated | None = None  # set by connection.open
         self.flow = FlowControl()
@@ -154,6 +156,7 @@ class Connection:
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.handshake.peer = self.peer
+        self.connected_at = time.time()
         self.broker.connections.add(self)
         self._timer = self._clock.call_later(self.config.handshake_timeout, self._handshake_timeout)
 
@@ -568,14 +571,14 @@ class Connection:
         if self.transport is not None:
             self.flow.read_regardless(self.transport)
 
-    def force_close(self, reason: str) -> None:
-        """Close from the broker's side (shutdown), as RabbitMQ's CONNECTION_FORCED."""
+    def force_close(self, reason: str, text: str | None = None) -> None:
+        """Close from the broker's side (shutdown, management API), as RabbitMQ's
+        CONNECTION_FORCED; `text` replaces the standard reply text."""
         if self.state is OPEN:
-            self._close_connection(
-                CONNECTION_FORCED,
-                f"CONNECTION_FORCED - broker forced connection closure with reason '{reason}'",
-                0,
+            standard = (
+                f"CONNECTION_FORCED - broker forced connection closure with reason '{reason}'"
             )
+            self._close_connection(CONNECTION_FORCED, text or standard, 0)
         else:
             self._shutdown_transport()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pamqp import commands
@@ -56,6 +56,9 @@ class Negotiated:
     limits: Limits
     cancel_notify: bool  # the client understands basic.cancel from the server
     blocked_notify: bool  # the client understands connection.blocked
+    # What operators see of the client (the management API): its properties, the login.
+    client_properties: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    mechanism: str = ""
 
 
 def server_properties() -> dict[str, Any]:
@@ -88,6 +91,8 @@ class Handshake:
         self._header = b""
         self._user = ""
         self._capabilities: Mapping[str, Any] = {}
+        self._client_properties: Mapping[str, Any] = {}
+        self._mechanism = ""
         self.limits: Limits | None = None
 
     def read_header(self, data: bytes) -> bytes | None:
@@ -114,6 +119,8 @@ class Handshake:
         if not isinstance(capabilities, dict):
             capabilities = {}  # absent, or not a table: the client claims none
         self._capabilities = capabilities
+        self._client_properties = args.client_properties or {}
+        self._mechanism = args.mechanism
         response = args.response
         raw = response.encode() if isinstance(response, str) else bytes(response or b"")
         if args.mechanism not in MECHANISMS:
@@ -170,4 +177,6 @@ class Handshake:
             limits=self.limits,
             cancel_notify=bool(capabilities.get("consumer_cancel_notify")),
             blocked_notify=bool(capabilities.get("connection.blocked")),
+            client_properties=self._client_properties,
+            mechanism=self._mechanism,
         )

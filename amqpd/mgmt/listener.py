@@ -1,0 +1,165 @@
+"""The management HTTP listener: aiohttp on the broker's event loop.
+
+`ManagementServer(broker, listeners).start(bind, port)` serves the API under `/api/`
+(basic auth, RabbitMQ's JSON errors), the dashboard at `/`, and samples rates once a
+second; `stop()` closes it. Handlers run on the loop, so they read broker state between
+AMQP events; long lists yield to the loop while they are built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from amqpd.mgmt import (
+    api_connections,
+    api_definitions,
+    api_exchanges,
+    api_general,
+    api_queues,
+    dashboard,
+    shapes,
+)
+from amqpd.mgmt.access import Requester
+from amqpd.mgmt.context import Call, Mgmt
+from amqpd.mgmt.errors import ApiError
+from amqpd.mgmt.router import Reply, Router
+
+if TYPE_CHECKING:
+    from amqpd.broker import Broker
+
+log = logging.getLogger("amqpd.mgmt")
+
+SAMPLE_INTERVAL = 1.0  # seconds between rate samples of vhosts
+QUEUE_SAMPLE_EVERY = 5  # queues are sampled every this many vhost samples
+BIG_BODY = 1 << 20  # JSON bodies built this large are encoded off the loop
+
+
+def build_router() -> Router:
+    router = Router()
+    for module in (api_general, api_queues, api_exchanges, api_connections, api_definitions):
+        module.register(router)
+    return router
+
+
+def _json_response(status: int, body: Any, headers: Any = ()) -> web.Response:
+    text = json.dumps(body, separators=(",", ":"))
+    response = web.Response(status=status, text=text, content_type="application/json")
+    for name, value in headers:
+        response.headers[name] = value
+    return response
+
+
+def _error(error: ApiError) -> web.Response:
+    response = _json_response(error.status, {"error": error.error, "reason": error.reason})
+    if error.status == 401:
+        response.headers["WWW-Authenticate"] = 'Basic realm="RabbitMQ Management"'
+    return response
+
+
+class ManagementServer:
+    def __init__(self, broker: Broker, listeners: list[dict[str, Any]]) -> None:
+        self.mgmt = Mgmt(broker)
+        self.mgmt.listeners = list(listeners)
+        self.router = build_router()
+        self._runner: web.AppRunner | None = None
+        self._sampler: asyncio.Task[None] | None = None
+        self.addresses: list[tuple[str, int]] = []
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/api/{tail:.*}", self._api)
+        dashboard.register(app)
+        return app
+
+    async def start(self, bind: str, port: int) -> list[tuple[str, int]]:
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runner = runner
+        site = web.TCPSite(runner, bind, port, backlog=128, reuse_address=True)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound sockets only here
+        sockets = getattr(server, "sockets", None) or []
+        self.addresses = [sock.getsockname()[:2] for sock in sockets]
+        self.mgmt.listeners.append(
+            {
+                "node": self.mgmt.node,
+                "protocol": "http",
+                "ip_address": bind,
+                "port": self.addresses[0][1] if self.addresses else port,
+            }
+        )
+        self._sampler = asyncio.create_task(self._sample_forever())
+        return self.addresses
+
+    async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        try:
+            handler, params = self.router.match(request.method, request.raw_path)
+            requester = Requester.login(self.mgmt.config, request.headers.get("Authorization"))
+            body = await request.read()
+            call = Call(
+                self.mgmt,
+                requester,
+                request.method,
+                params,
+                request.query,
+                body,
+                request.headers,
+            )
+            result = handler(call)
+            if inspect.isawaitable(result):
+                result = await result
+        except ApiError as error:
+            return _error(error)
+        if isinstance(result, Reply):
+            if result.body is None:
+                response = web.Response(status=result.status)
+                for name, value in result.headers:
+                    response.headers[name] = value
+                return response
+            return _json_response(result.status, result.body, result.headers)
+        return _json_response(200, result)
+
+    # -- rates -----------------------------------------------------------------------
+
+    async def _sample_forever(self) -> None:
+        ticks = 0
+        while True:
+            try:
+                self.sample(queues=ticks % QUEUE_SAMPLE_EVERY == 0)
+            except Exception:  # statistics must never take the broker down
+                log.exception("sampling statistics failed")
+            ticks += 1
+            await asyncio.sleep(SAMPLE_INTERVAL)
+
+    def sample(self, queues: bool) -> None:
+        mgmt = self.mgmt
+        now = time.monotonic()
+        unacked = mgmt.unacked_by_queue()
+        totals: dict[str, float] = {}
+        for vhost in mgmt.broker.vhosts.values():
+            values: dict[str, float] = dict(vhost.stats.snapshot())
+            values.update(api_general.vhost_counts(vhost, unacked))
+            mgmt.rates.sample(("vhost", vhost.name), values, now)
+            for name, value in values.items():
+                totals[name] = totals.get(name, 0) + value
+            if queues:
+                for queue in vhost.queues.values():
+                    counts: dict[str, float] = dict(shapes.queue_stats(queue))
+                    counts.update(shapes.queue_counts(queue, unacked[queue]))
+                    mgmt.rates.sample(shapes.queue_key(queue), counts, now)
+        mgmt.rates.sample(("overview",), totals, now)
+        if queues:
+            mgmt.rates.forget_older_than(now - 3 * QUEUE_SAMPLE_EVERY * SAMPLE_INTERVAL)

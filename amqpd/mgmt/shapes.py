@@ -1,0 +1,166 @@
+"""Core objects as RabbitMQ's management API shows them (JSON field names and values).
+
+Pure functions of a queue, exchange, binding or vhost plus the few live numbers the caller
+gathered (unacked counts, consumers, rates); nothing here changes state. Counts are read
+live, never from a statistics cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import resource
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+from amqpd.core.exchange import Exchange
+from amqpd.core.queue import Queue
+from amqpd.core.vhost import VHost
+from amqpd.mgmt.jsonable import to_json
+from amqpd.mgmt.rates import Rates
+
+# A rough per-message cost of a queued message in RAM (entry, Message object, header).
+MESSAGE_OVERHEAD = 300
+QUEUE_OVERHEAD = 2000
+
+
+def _with_rates(values: dict[str, int], rates: Rates, key: Any) -> dict[str, Any]:
+    shown: dict[str, Any] = {}
+    for name, value in values.items():
+        shown[name] = value
+        shown[f"{name}_details"] = rates.details(key, name)
+    return shown
+
+
+def queue_counts(queue: Queue, unacked: int) -> dict[str, int]:
+    ready = len(queue.messages)
+    return {
+        "messages": ready + unacked,
+        "messages_ready": ready,
+        "messages_unacknowledged": unacked,
+    }
+
+
+def queue_stats(queue: Queue) -> dict[str, int]:
+    return {
+        "publish": queue.enqueued_count,
+        "deliver": queue.delivered_count,
+        "get": queue.get_count,
+        "deliver_get": queue.delivered_count + queue.get_count,
+    }
+
+
+def queue_key(queue: Queue) -> tuple[str, str, str]:
+    return ("queue", queue.vhost, queue.name)
+
+
+def queue_json(
+    queue: Queue, unacked: int, rates: Rates, node: str, detailed: bool = False
+) -> dict[str, Any]:
+    key = queue_key(queue)
+    counts = queue_counts(queue, unacked)
+    consumers = len(queue.consumers)
+    exclusive_tag = next((c.tag for c in queue.consumers if c.exclusive), None)
+    shown: dict[str, Any] = {
+        "name": queue.name,
+        "vhost": queue.vhost,
+        "node": node,
+        "type": "classic",
+        "durable": queue.durable,
+        "auto_delete": queue.auto_delete,
+        "exclusive": queue.exclusive,
+        "arguments": to_json(queue.arguments),
+        "state": "running",
+        "consumers": consumers,
+        "consumer_capacity": 1.0 if consumers else 0,
+        "consumer_utilisation": 1.0 if consumers else 0,
+        "exclusive_consumer_tag": exclusive_tag,
+        "single_active_consumer_tag": None,
+        "policy": None,
+        "operator_policy": None,
+        "effective_policy_definition": {},
+        "memory": QUEUE_OVERHEAD + MESSAGE_OVERHEAD * counts["messages"],
+        "message_stats": _with_rates(queue_stats(queue), rates, key),
+        "head_message_timestamp": None,
+    }
+    shown.update(_with_rates(counts, rates, key))
+    if detailed:
+        ready_bytes = persistent = persistent_bytes = 0
+        for _seq, message, _redelivered in queue.messages:
+            size = len(message.body)
+            ready_bytes += size
+            if message.delivery_mode == 2 and queue.durable:
+                persistent += 1
+                persistent_bytes += size
+        shown.update(
+            {
+                "message_bytes_ready": ready_bytes,
+                "messages_persistent": persistent,
+                "message_bytes_persistent": persistent_bytes,
+                "messages_ram": counts["messages"],
+                "messages_ready_ram": counts["messages_ready"],
+                "messages_unacknowledged_ram": counts["messages_unacknowledged"],
+                "messages_paged_out": 0,
+            }
+        )
+    return shown
+
+
+def exchange_json(exchange: Exchange) -> dict[str, Any]:
+    return {
+        "name": exchange.name,
+        "vhost": exchange.vhost,
+        "type": exchange.type_name,
+        "durable": exchange.durable,
+        "auto_delete": exchange.auto_delete,
+        "internal": exchange.internal,
+        "arguments": to_json(exchange.arguments),
+        "user_who_performed_action": "rmq-internal" if exchange.name.startswith("amq.") else "",
+    }
+
+
+def properties_key(routing_key: str, arguments: dict[str, Any]) -> str:
+    """Identifies a binding among those between one source and destination (URL-safe)."""
+    quoted = quote(routing_key, safe="") if routing_key else "~"
+    if not arguments:
+        return quoted
+    digest = hashlib.sha1(
+        json.dumps(to_json(arguments), sort_keys=True).encode(), usedforsecurity=False
+    ).digest()
+    return f"{quote(routing_key, safe='')}~{base64.urlsafe_b64encode(digest[:6]).decode()}"
+
+
+def binding_json(
+    vhost: str, source: str, destination: Any, routing_key: str, arguments: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "source": source,
+        "vhost": vhost,
+        "destination": destination.name,
+        "destination_type": "exchange" if isinstance(destination, Exchange) else "queue",
+        "routing_key": routing_key,
+        "arguments": to_json(arguments),
+        "properties_key": properties_key(routing_key, arguments),
+    }
+
+
+def bindings(vhost: VHost) -> Iterator[dict[str, Any]]:
+    """Every binding of a vhost; the default exchange's (one per queue) first."""
+    default = vhost.exchanges.get("")
+    ordered = [default] if default is not None else []
+    ordered += [exchange for name, exchange in vhost.exchanges.items() if name != ""]
+    for exchange in ordered:
+        for (destination, routing_key, _frozen), arguments in list(exchange.bindings.items()):
+            yield binding_json(vhost.name, exchange.name, destination, routing_key, arguments)
+
+
+def process_memory() -> int:
+    """Resident memory of this process in bytes (peak RSS where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -75,7 +75,7 @@ class ManagementServer:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/api/{tail:.*}", self._api)
-        dashboard.register(app)
+        dashboard.register(app, lambda header: Requester.login(self.mgmt.config, header))
         return app
 
     async def start(self, bind: str, port: int) -> list[tuple[str, int]]:

@@ -29,16 +29,16 @@ from amqpd.mgmt import (
 from amqpd.mgmt.access import Requester
 from amqpd.mgmt.context import Call, Mgmt
 from amqpd.mgmt.errors import ApiError
-from amqpd.mgmt.router import Reply, Router
+from amqpd.mgmt.router import RawJson, Reply, Router
 
 if TYPE_CHECKING:
     from amqpd.broker import Broker
 
 log = logging.getLogger("amqpd.mgmt")
 
-SAMPLE_INTERVAL = 1.0  # seconds between rate samples of vhosts
-QUEUE_SAMPLE_EVERY = 5  # queues are sampled every this many vhost samples
-BIG_BODY = 1 << 20  # JSON bodies built this large are encoded off the loop
+SAMPLE_INTERVAL = 1.0  # seconds between rate samples
+QUEUES_PER_SAMPLE = 1000  # queues sampled per tick (all of them when fewer)
+ENCODE_CHUNK = 100  # list items JSON-encoded per event-loop turn
 
 
 def build_router() -> Router:
@@ -54,6 +54,16 @@ def _json_response(status: int, body: Any, headers: Any = ()) -> web.Response:
     for name, value in headers:
         response.headers[name] = value
     return response
+
+
+async def _chunked_json(items: list[Any]) -> web.Response:
+    """Encode a long list a slice at a time, letting AMQP traffic run in between."""
+    pieces = []
+    for start in range(0, len(items), ENCODE_CHUNK):
+        pieces.append(json.dumps(items[start : start + ENCODE_CHUNK], separators=(",", ":"))[1:-1])
+        await asyncio.sleep(0)
+    body = "[" + ",".join(pieces) + "]"
+    return web.Response(status=200, text=body, content_type="application/json")
 
 
 def _error(error: ApiError) -> web.Response:
@@ -123,6 +133,10 @@ class ManagementServer:
                 result = await result
         except ApiError as error:
             return _error(error)
+        if isinstance(result, list) and len(result) > ENCODE_CHUNK:
+            return await _chunked_json(result)
+        if isinstance(result, RawJson):
+            return web.Response(status=200, text=result.text, content_type="application/json")
         if isinstance(result, Reply):
             if result.body is None:
                 response = web.Response(status=result.status)
@@ -135,16 +149,24 @@ class ManagementServer:
     # -- rates -----------------------------------------------------------------------
 
     async def _sample_forever(self) -> None:
-        ticks = 0
+        queues: list[Any] = []
         while True:
             try:
-                self.sample(queues=ticks % QUEUE_SAMPLE_EVERY == 0)
+                if not queues:
+                    queues = self._all_queues()
+                batch, queues = queues[:QUEUES_PER_SAMPLE], queues[QUEUES_PER_SAMPLE:]
+                self.sample(batch)
             except Exception:  # statistics must never take the broker down
                 log.exception("sampling statistics failed")
-            ticks += 1
             await asyncio.sleep(SAMPLE_INTERVAL)
 
-    def sample(self, queues: bool) -> None:
+    def _all_queues(self) -> list[Any]:
+        self.mgmt.rates.forget_older_than(time.monotonic() - 600)
+        return [q for vhost in self.mgmt.broker.vhosts.values() for q in vhost.queues.values()]
+
+    def sample(self, queues: list[Any]) -> None:
+        """Sample every vhost, and `queues` (a slice of all queues: with many queues each
+        is sampled every few seconds, and no tick holds the loop for long)."""
         mgmt = self.mgmt
         now = time.monotonic()
         unacked = mgmt.unacked_by_queue()
@@ -155,11 +177,10 @@ class ManagementServer:
             mgmt.rates.sample(("vhost", vhost.name), values, now)
             for name, value in values.items():
                 totals[name] = totals.get(name, 0) + value
-            if queues:
-                for queue in vhost.queues.values():
-                    counts: dict[str, float] = dict(shapes.queue_stats(queue))
-                    counts.update(shapes.queue_counts(queue, unacked[queue]))
-                    mgmt.rates.sample(shapes.queue_key(queue), counts, now)
         mgmt.rates.sample(("overview",), totals, now)
-        if queues:
-            mgmt.rates.forget_older_than(now - 3 * QUEUE_SAMPLE_EVERY * SAMPLE_INTERVAL)
+        for queue in queues:
+            if queue.deleted:
+                continue
+            counts: dict[str, float] = dict(shapes.queue_stats(queue))
+            counts.update(shapes.queue_counts(queue, unacked[queue]))
+            mgmt.rates.sample(shapes.queue_key(queue), counts, now)

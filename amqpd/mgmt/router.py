@@ -28,6 +28,13 @@ class Reply:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class RawJson:
+    """A 200 response whose JSON text the handler encoded already."""
+
+    text: str
+
+
 NO_CONTENT = Reply(204)
 CREATED = Reply(201)
 

@@ -13,26 +13,18 @@ import json
 import os
 import resource
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from amqpd.core.exchange import Exchange
 from amqpd.core.queue import Queue
 from amqpd.core.vhost import VHost
 from amqpd.mgmt.jsonable import to_json
-from amqpd.mgmt.rates import Rates
+from amqpd.mgmt.rates import Rates, with_details
 
 # A rough per-message cost of a queued message in RAM (entry, Message object, header).
 MESSAGE_OVERHEAD = 300
 QUEUE_OVERHEAD = 2000
-
-
-def _with_rates(values: dict[str, int], rates: Rates, key: Any) -> dict[str, Any]:
-    shown: dict[str, Any] = {}
-    for name, value in values.items():
-        shown[name] = value
-        shown[f"{name}_details"] = rates.details(key, name)
-    return shown
 
 
 def queue_counts(queue: Queue, unacked: int) -> dict[str, int]:
@@ -57,36 +49,72 @@ def queue_key(queue: Queue) -> tuple[str, str, str]:
     return ("queue", queue.vhost, queue.name)
 
 
-def queue_json(
-    queue: Queue, unacked: int, rates: Rates, node: str, detailed: bool = False
-) -> dict[str, Any]:
-    key = queue_key(queue)
-    counts = queue_counts(queue, unacked)
-    consumers = len(queue.consumers)
-    exclusive_tag = next((c.tag for c in queue.consumers if c.exclusive), None)
+class QueueFacts(NamedTuple):
+    """What a queue's JSON is made of, read on the event loop in one go; turning it into
+    JSON (`facts_json`) touches no broker object, so it may run in another thread."""
+
+    name: str
+    vhost: str
+    durable: bool
+    auto_delete: bool
+    exclusive: bool
+    arguments: dict[str, Any]
+    counts: dict[str, int]
+    stats: dict[str, int]
+    consumers: int
+    exclusive_tag: str | None
+    rates: Any
+
+
+def queue_facts(queue: Queue, unacked: int, rates: Rates) -> QueueFacts:
+    consumers = queue.consumers
+    return QueueFacts(
+        queue.name,
+        queue.vhost,
+        queue.durable,
+        queue.auto_delete,
+        queue.exclusive_owner is not None,
+        queue.arguments,
+        queue_counts(queue, unacked),
+        queue_stats(queue),
+        len(consumers),
+        next((c.tag for c in consumers if c.exclusive), None) if consumers else None,
+        rates.pair(("queue", queue.vhost, queue.name)),
+    )
+
+
+def facts_json(facts: QueueFacts, node: str) -> dict[str, Any]:
+    consumers = facts.consumers
     shown: dict[str, Any] = {
-        "name": queue.name,
-        "vhost": queue.vhost,
+        "name": facts.name,
+        "vhost": facts.vhost,
         "node": node,
         "type": "classic",
-        "durable": queue.durable,
-        "auto_delete": queue.auto_delete,
-        "exclusive": queue.exclusive,
-        "arguments": to_json(queue.arguments),
+        "durable": facts.durable,
+        "auto_delete": facts.auto_delete,
+        "exclusive": facts.exclusive,
+        "arguments": to_json(facts.arguments) if facts.arguments else {},
         "state": "running",
         "consumers": consumers,
         "consumer_capacity": 1.0 if consumers else 0,
         "consumer_utilisation": 1.0 if consumers else 0,
-        "exclusive_consumer_tag": exclusive_tag,
+        "exclusive_consumer_tag": facts.exclusive_tag,
         "single_active_consumer_tag": None,
         "policy": None,
         "operator_policy": None,
         "effective_policy_definition": {},
-        "memory": QUEUE_OVERHEAD + MESSAGE_OVERHEAD * counts["messages"],
-        "message_stats": _with_rates(queue_stats(queue), rates, key),
+        "memory": QUEUE_OVERHEAD + MESSAGE_OVERHEAD * facts.counts["messages"],
+        "message_stats": with_details(facts.rates, facts.stats),
         "head_message_timestamp": None,
     }
-    shown.update(_with_rates(counts, rates, key))
+    shown.update(with_details(facts.rates, facts.counts))
+    return shown
+
+
+def queue_json(
+    queue: Queue, unacked: int, rates: Rates, node: str, detailed: bool = False
+) -> dict[str, Any]:
+    shown = facts_json(queue_facts(queue, unacked, rates), node)
     if detailed:
         ready_bytes = persistent = persistent_bytes = 0
         for _seq, message, _redelivered in queue.messages:
@@ -100,9 +128,9 @@ def queue_json(
                 "message_bytes_ready": ready_bytes,
                 "messages_persistent": persistent,
                 "message_bytes_persistent": persistent_bytes,
-                "messages_ram": counts["messages"],
-                "messages_ready_ram": counts["messages_ready"],
-                "messages_unacknowledged_ram": counts["messages_unacknowledged"],
+                "messages_ram": shown["messages"],
+                "messages_ready_ram": shown["messages_ready"],
+                "messages_unacknowledged_ram": shown["messages_unacknowledged"],
                 "messages_paged_out": 0,
             }
         )

@@ -163,3 +163,44 @@ def test_status_and_errors(broker: BrokerProcess) -> None:
     )
     assert unreachable.returncode == 69
     assert "unable to connect" in unreachable.stderr
+
+
+def test_move_messages_to_another_broker(broker: BrokerProcess, name: str, tmp_path: Path) -> None:
+    with BrokerProcess(tmp_path / "target") as target:
+        connection = _channel(broker)
+        channel = connection.channel()
+        channel.queue_declare(name, durable=True, arguments={"x-max-length": 10_000})
+        for index in range(500):
+            channel.basic_publish(
+                "",
+                name,
+                f"body-{index}".encode(),
+                pika.BasicProperties(
+                    headers={"n": index, "tag": "moved"},
+                    delivery_mode=2,
+                    message_id=f"id-{index}",
+                    content_type="text/plain",
+                ),
+            )
+        target_url = f"amqp://guest:guest@127.0.0.1:{target.port}/%2F"
+        result = ctl(broker, "move_messages", name, "--to", target_url, "--window", "50")
+        assert result.returncode == 0, result.stderr
+        assert f"{name}: 500/500 moved" in result.stderr
+        assert "at most 50 in-flight messages" in result.stderr
+        assert channel.queue_declare(name, passive=True).method.message_count == 0
+        moved = pika.BlockingConnection(
+            pika.ConnectionParameters(
+                "127.0.0.1", target.port, credentials=pika.PlainCredentials("guest", "guest")
+            )
+        )
+        out = moved.channel()
+        declared = out.queue_declare(name, passive=True)
+        assert declared.method.message_count == 500
+        for index in range(500):
+            method, properties, body = out.basic_get(name, auto_ack=True)
+            assert body == f"body-{index}".encode()
+            assert properties.headers == {"n": index, "tag": "moved"}
+            assert (properties.message_id, properties.delivery_mode) == (f"id-{index}", 2)
+            assert properties.content_type == "text/plain"
+        moved.close()
+        connection.close()

@@ -76,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("file")
     sub = commands.add_parser("import_definitions", help="declare what FILE defines (- = stdin)")
     sub.add_argument("file")
+    sub = commands.add_parser(
+        "move_messages", help="move queued messages to another broker (confirmed, then acked)"
+    )
+    sub.add_argument("queues", nargs="*", metavar="queue", help="default: every non-empty queue")
+    sub.add_argument("--to", required=True, metavar="AMQP_URL", help="the target broker")
+    sub.add_argument(
+        "--from", dest="source", metavar="AMQP_URL", help="amqpd's AMQP URL (default: from the API)"
+    )
+    sub.add_argument("--window", type=int, default=200, help="messages in flight (200)")
     commands.add_parser("status", help="broker status")
     sub = commands.add_parser("await_startup", help="wait until the broker answers")
     sub.add_argument("--wait-timeout", type=float, default=60.0, help="seconds (60)")
@@ -218,6 +227,15 @@ def _run(args: argparse.Namespace, client: ApiClient, out: TextIO) -> int:
         _info(args, out, f"Importing definitions from {args.file} ...")
         client.request("POST", "/api/definitions", data)
         return 0
+    if command == "move_messages":
+        from amqpd.ctl import move
+
+        source = args.source or move.source_url(
+            client, args.url, args.username, args.password, args.vhost
+        )
+        return move.move_messages(
+            client, args.vhost, args.queues, source, args.to, max(1, args.window)
+        )
     if command == "status":
         return _status(args, client, out)
     if command == "await_startup":

@@ -162,6 +162,12 @@ LISTINGS = {
         ("name", "tracing", "messages", "messages_ready", "messages_unacknowledged"),
         per_vhost=False,
     ),
+    "list_policies": Listing(
+        "policies",
+        "/api/policies/{vhost}",
+        ("vhost", "name", "pattern", "apply-to", "definition", "priority"),
+        ("vhost", "name", "pattern", "apply-to", "definition", "priority"),
+    ),
     "list_users": Listing(
         "users",
         "/api/users",

@@ -85,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--from", dest="source", metavar="AMQP_URL", help="amqpd's AMQP URL (default: from the API)"
     )
     sub.add_argument("--window", type=int, default=200, help="messages in flight (200)")
+    sub = commands.add_parser("set_policy", help="set a policy (RabbitMQ's arguments)")
+    sub.add_argument("name")
+    sub.add_argument("pattern", help="regex matched against queue/exchange names")
+    sub.add_argument("definition", help="JSON, e.g. '{\"message-ttl\": 60000}'")
+    sub.add_argument("--priority", type=int, default=0)
+    sub.add_argument(
+        "--apply-to", default="all", choices=("all", "queues", "exchanges", "classic_queues")
+    )
+    sub = commands.add_parser("clear_policy", help="remove a policy")
+    sub.add_argument("name")
     commands.add_parser("status", help="broker status")
     sub = commands.add_parser("await_startup", help="wait until the broker answers")
     sub.add_argument("--wait-timeout", type=float, default=60.0, help="seconds (60)")
@@ -236,6 +246,27 @@ def _run(args: argparse.Namespace, client: ApiClient, out: TextIO) -> int:
         return move.move_messages(
             client, args.vhost, args.queues, source, args.to, max(1, args.window)
         )
+    if command == "set_policy":
+        try:
+            definition = json.loads(args.definition)
+        except ValueError as error:
+            raise CtlError(f"definition is not valid JSON: {error}", EX_USAGE) from None
+        _info(args, out, f'Setting policy "{args.name}" for pattern "{args.pattern}" ...')
+        client.request(
+            "PUT",
+            f"/api/policies/{vhost}/{segment(args.name)}",
+            {
+                "pattern": args.pattern,
+                "definition": definition,
+                "priority": args.priority,
+                "apply-to": args.apply_to,
+            },
+        )
+        return 0
+    if command == "clear_policy":
+        _info(args, out, f'Clearing policy "{args.name}" on vhost "{args.vhost}" ...')
+        client.request("DELETE", f"/api/policies/{vhost}/{segment(args.name)}")
+        return 0
     if command == "status":
         return _status(args, client, out)
     if command == "await_startup":

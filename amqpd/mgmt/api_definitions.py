@@ -18,7 +18,7 @@ from amqpd.mgmt.router import NO_CONTENT, Router
 def export(call: Call) -> Any:
     call.requester.require_admin()
     vhost = call.vhost().name if "vhost" in call.params else None
-    return definitions.export(call.mgmt.broker, vhost)
+    return definitions.export(call.mgmt.broker, vhost, call.mgmt.policies)
 
 
 def import_(call: Call) -> Any:
@@ -31,7 +31,7 @@ def import_(call: Call) -> Any:
         except ValueError as error:
             raise bad_request(f"file is not valid JSON: {error}") from None
     try:
-        definitions.import_definitions(call.mgmt.broker, body, vhost)
+        definitions.import_definitions(call.mgmt.broker, body, vhost, call.mgmt.policies)
     except definitions.DefinitionsError as error:
         raise bad_request(str(error)) from None
     return NO_CONTENT

@@ -39,7 +39,9 @@ def _find(call: Call, param: str = "exchange") -> tuple[VHost, Exchange]:
 
 def list_exchanges(call: Call) -> Any:
     items = [
-        shapes.exchange_json(exchange)
+        shapes.exchange_json(
+            exchange, call.mgmt.policies.effective(vhost.name, "exchange", exchange.name)
+        )
         for vhost in call.vhosts()
         for exchange in list(vhost.exchanges.values())
     ]
@@ -48,8 +50,9 @@ def list_exchanges(call: Call) -> Any:
 
 
 def show_exchange(call: Call) -> Any:
-    _vhost, exchange = _find(call)
-    shown = shapes.exchange_json(exchange)
+    vhost, exchange = _find(call)
+    policy = call.mgmt.policies.effective(vhost.name, "exchange", exchange.name)
+    shown = shapes.exchange_json(exchange, policy)
     shown.update({"incoming": [], "outgoing": []})
     return shown
 

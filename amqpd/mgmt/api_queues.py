@@ -43,7 +43,12 @@ async def list_queues(call: Call) -> Any:
         queues = list(vhost.queues.values())
         for start in range(0, len(queues), CHUNK):
             facts += [
-                shapes.queue_facts(queue, unacked[queue], mgmt.rates)
+                shapes.queue_facts(
+                    queue,
+                    unacked[queue],
+                    mgmt.rates,
+                    mgmt.policies.effective(queue.vhost, "queue", queue.name),
+                )
                 for queue in queues[start : start + CHUNK]
             ]
             if len(queues) > CHUNK:
@@ -76,7 +81,8 @@ def show_queue(call: Call) -> Any:
     mgmt = call.mgmt
     views = mgmt.views()
     unacked = mgmt.unacked_by_queue(views)[queue]
-    shown = shapes.queue_json(queue, unacked, mgmt.rates, mgmt.node, detailed=True)
+    policy = mgmt.policies.effective(queue.vhost, "queue", queue.name)
+    shown = shapes.queue_json(queue, unacked, mgmt.rates, mgmt.node, True, policy)
     shown["consumer_details"] = [
         details for view in views for owner, details in view.consumers(mgmt.node) if owner is queue
     ]

@@ -17,6 +17,7 @@ from amqpd.core.vhost import VHost
 from amqpd.mgmt import inspect
 from amqpd.mgmt.access import Requester
 from amqpd.mgmt.errors import bad_request, not_found
+from amqpd.mgmt.policies import Policies, policies_path
 from amqpd.mgmt.rates import Rates
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class Mgmt:
         self.rates = Rates()
         self.node = inspect.node_name()
         self.started = time.time()
+        self.policies = Policies(policies_path(broker.config.data_dir))
         self.listeners: list[dict[str, Any]] = []  # as /api/overview shows them
 
     def views(self) -> list[inspect.ConnectionView]:

@@ -23,6 +23,7 @@ from amqpd.core.errors import AMQPError
 from amqpd.core.exchange import Exchange
 from amqpd.core.vhost import VHost
 from amqpd.mgmt.jsonable import to_json
+from amqpd.mgmt.policies import Policies, PolicyError, policies_path
 
 if TYPE_CHECKING:
     from amqpd.broker import Broker
@@ -108,13 +109,20 @@ def _bindings(vhost: VHost) -> list[dict[str, Any]]:
     return found
 
 
-def export(broker: Broker, vhost_name: str | None = None) -> dict[str, Any]:
+def export(
+    broker: Broker, vhost_name: str | None = None, policies: Policies | None = None
+) -> dict[str, Any]:
     """The broker's definitions; for one vhost, without users and vhost fields as RabbitMQ."""
     config = broker.config
+    if policies is None:
+        policies = Policies(policies_path(config.data_dir))
     if vhost_name is not None:
         vhost = broker.vhosts[vhost_name]
         shown = _header()
-        shown.update({"parameters": [], "policies": []})
+        mine = policies.list(vhost_name)
+        for policy in mine:
+            policy.pop("vhost")
+        shown.update({"parameters": [], "policies": mine})
         for key, items in (
             ("queues", _queues(vhost)),
             ("exchanges", _exchanges(vhost)),
@@ -153,7 +161,7 @@ def export(broker: Broker, vhost_name: str | None = None) -> dict[str, Any]:
             "topic_permissions": [],
             "parameters": [],
             "global_parameters": [],
-            "policies": [],
+            "policies": policies.list(),
             "queues": [item for vhost in vhosts for item in _queues(vhost)],
             "exchanges": [item for vhost in vhosts for item in _exchanges(vhost)],
             "bindings": [item for vhost in vhosts for item in _bindings(vhost)],
@@ -200,16 +208,29 @@ def _arguments(item: dict[str, Any], what: str) -> dict[str, Any]:
     return arguments
 
 
-def import_definitions(broker: Broker, data: Any, vhost_name: str | None = None) -> dict[str, int]:
-    """Declare the exchanges, queues and bindings in `data`; returns counts of each.
-
-    With `vhost_name`, items without a vhost belong to it (RabbitMQ's per-vhost format)."""
+def import_definitions(
+    broker: Broker, data: Any, vhost_name: str | None = None, policies: Policies | None = None
+) -> dict[str, int]:
+    """Set the policies and declare the exchanges, queues and bindings in `data`; returns
+    counts of each. With `vhost_name`, items without a vhost belong to it (RabbitMQ's
+    per-vhost format)."""
+    if policies is None:
+        policies = Policies(policies_path(broker.config.data_dir))
     if not isinstance(data, dict):
         raise DefinitionsError("definitions must be a JSON object")
     for item in _items(data, "vhosts"):
         _vhost_of(broker, {"vhost": item.get("name")}, None, "a vhost listed in the file")
     _note_skipped(broker, data)
-    done = {"exchanges": 0, "queues": 0, "bindings": 0}
+    done = {"policies": 0, "exchanges": 0, "queues": 0, "bindings": 0}
+    for item in _items(data, "policies"):
+        name = _name(item, "policy")
+        vhost = _vhost_of(broker, item, vhost_name, f"policy '{name}'")
+        try:
+            policies.put(vhost.name, name, item)
+        except PolicyError as error:
+            reason = str(error).replace("Validation failed", "").strip()
+            raise DefinitionsError(f"policy '{name}': {reason}") from None
+        done["policies"] += 1
     try:
         for item in _items(data, "exchanges"):
             name = _name(item, "exchange")
@@ -259,7 +280,7 @@ def import_definitions(broker: Broker, data: Any, vhost_name: str | None = None)
 
 
 def _note_skipped(broker: Broker, data: dict[str, Any]) -> None:
-    """Users, permissions and policies are not taken from a file: say so once each."""
+    """Users, permissions and parameters are not taken from a file: say so once each."""
     known = {user.name for user in broker.config.users}
     unknown = sorted({str(item.get("name")) for item in _items(data, "users")} - known)
     if unknown:
@@ -267,7 +288,7 @@ def _note_skipped(broker: Broker, data: dict[str, Any]) -> None:
             "definitions: users are configured in amqpd's config file; not created: %s",
             ", ".join(unknown),
         )
-    for key in ("policies", "parameters"):
+    for key in ("parameters",):
         skipped: Iterable[Any] = _items(data, key)
         count = len(list(skipped))
         if count:
@@ -287,8 +308,9 @@ def load_file(broker: Broker, path: str) -> dict[str, int]:
         raise DefinitionsError(f"not valid JSON: {error}") from None
     done = import_definitions(broker, data)
     log.info(
-        "definitions loaded from %s: %d exchanges, %d queues, %d bindings",
+        "definitions loaded from %s: %d policies, %d exchanges, %d queues, %d bindings",
         path,
+        done["policies"],
         done["exchanges"],
         done["queues"],
         done["bindings"],

@@ -22,6 +22,7 @@ from amqpd.mgmt import (
     api_definitions,
     api_exchanges,
     api_general,
+    api_policies,
     api_queues,
     dashboard,
     shapes,
@@ -43,7 +44,14 @@ ENCODE_CHUNK = 100  # list items JSON-encoded per event-loop turn
 
 def build_router() -> Router:
     router = Router()
-    for module in (api_general, api_queues, api_exchanges, api_connections, api_definitions):
+    for module in (
+        api_general,
+        api_queues,
+        api_exchanges,
+        api_connections,
+        api_definitions,
+        api_policies,
+    ):
         module.register(router)
     return router
 

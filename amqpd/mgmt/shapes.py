@@ -64,9 +64,12 @@ class QueueFacts(NamedTuple):
     consumers: int
     exclusive_tag: str | None
     rates: Any
+    policy: dict[str, Any] | None
 
 
-def queue_facts(queue: Queue, unacked: int, rates: Rates) -> QueueFacts:
+def queue_facts(
+    queue: Queue, unacked: int, rates: Rates, policy: dict[str, Any] | None = None
+) -> QueueFacts:
     consumers = queue.consumers
     return QueueFacts(
         queue.name,
@@ -80,6 +83,7 @@ def queue_facts(queue: Queue, unacked: int, rates: Rates) -> QueueFacts:
         len(consumers),
         next((c.tag for c in consumers if c.exclusive), None) if consumers else None,
         rates.pair(("queue", queue.vhost, queue.name)),
+        policy,
     )
 
 
@@ -100,9 +104,9 @@ def facts_json(facts: QueueFacts, node: str) -> dict[str, Any]:
         "consumer_utilisation": 1.0 if consumers else 0,
         "exclusive_consumer_tag": facts.exclusive_tag,
         "single_active_consumer_tag": None,
-        "policy": None,
+        "policy": facts.policy["name"] if facts.policy else None,
         "operator_policy": None,
-        "effective_policy_definition": {},
+        "effective_policy_definition": dict(facts.policy["definition"]) if facts.policy else {},
         "memory": QUEUE_OVERHEAD + MESSAGE_OVERHEAD * facts.counts["messages"],
         "message_stats": with_details(facts.rates, facts.stats),
         "head_message_timestamp": None,
@@ -112,9 +116,14 @@ def facts_json(facts: QueueFacts, node: str) -> dict[str, Any]:
 
 
 def queue_json(
-    queue: Queue, unacked: int, rates: Rates, node: str, detailed: bool = False
+    queue: Queue,
+    unacked: int,
+    rates: Rates,
+    node: str,
+    detailed: bool = False,
+    policy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    shown = facts_json(queue_facts(queue, unacked, rates), node)
+    shown = facts_json(queue_facts(queue, unacked, rates, policy), node)
     if detailed:
         ready_bytes = persistent = persistent_bytes = 0
         for _seq, message, _redelivered in queue.messages:
@@ -137,8 +146,9 @@ def queue_json(
     return shown
 
 
-def exchange_json(exchange: Exchange) -> dict[str, Any]:
+def exchange_json(exchange: Exchange, policy: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
+        "policy": policy["name"] if policy else None,
         "name": exchange.name,
         "vhost": exchange.vhost,
         "type": exchange.type_name,

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 
 from amqpd.auth import Access, authenticate
 from amqpd.config import Config, User
 from amqpd.core.errors import ChannelError
 from amqpd.mgmt.errors import ApiError, not_authorised
+
+log = logging.getLogger("amqpd.mgmt")
 
 MANAGEMENT_TAGS = frozenset({"administrator", "monitoring", "policymaker", "management"})
 
@@ -41,8 +44,10 @@ class Requester:
         name, _, password = decoded.partition(":")
         user = authenticate(config, name, password)
         if user is None:
+            log.warning("HTTP access denied: user '%s' - invalid credentials", name)
             raise not_authorised("Login failed")
         if not MANAGEMENT_TAGS.intersection(user.tags):
+            log.warning("HTTP access denied: user '%s' - not a management user", name)
             raise not_authorised("Not management user")
         return cls(user)
 

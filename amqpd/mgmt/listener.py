@@ -123,6 +123,25 @@ class ManagementServer:
             await self._runner.cleanup()
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        try:
+            response = await self._respond(request)
+        except Exception:  # a bug must not take the listener (or the broker) down
+            log.exception("management API: error on %s %s", request.method, request.path)
+            response = _json_response(
+                500, {"error": "internal_server_error", "reason": "see the broker log"}
+            )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "HTTP %s %s -> %d in %.1f ms",
+                request.method,
+                request.path_qs,
+                response.status,
+                (time.monotonic() - started) * 1000,
+            )
+        return response
+
+    async def _respond(self, request: web.Request) -> web.StreamResponse:
         try:
             handler, params = self.router.match(request.method, request.raw_path)
             requester = Requester.login(self.mgmt.config, request.headers.get("Authorization"))

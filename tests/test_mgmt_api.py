@@ -128,6 +128,7 @@ def test_queue_counts_are_exact_and_current(
     assert queue["state"] == "running" and queue["vhost"] == "/"
     assert queue["message_stats"]["publish"] == 5
     assert queue["message_stats"]["deliver_get"] == 2
+    assert (queue["message_bytes"], queue["message_bytes_unacknowledged"]) == (10, 4)
     details = queue["consumer_details"]
     assert [(c["consumer_tag"], c["prefetch_count"], c["ack_required"]) for c in details] == [
         ("ctag-1", 2, True)

@@ -15,7 +15,7 @@ from typing import Any
 from amqpd.core.errors import AMQPError
 from amqpd.core.queue import Queue
 from amqpd.core.vhost import VHost
-from amqpd.mgmt import listing, shapes
+from amqpd.mgmt import inspect, listing, shapes
 from amqpd.mgmt.context import Call
 from amqpd.mgmt.errors import bad_request, from_amqp, not_found
 from amqpd.mgmt.messages import payload_json, properties_json
@@ -86,6 +86,10 @@ def show_queue(call: Call) -> Any:
     shown["consumer_details"] = [
         details for view in views for owner, details in view.consumers(mgmt.node) if owner is queue
     ]
+    waiting = sum(len(message.body) for message in inspect.unacked_messages(views, queue))
+    shown["message_bytes_unacknowledged"] = waiting
+    shown["message_bytes"] = shown["message_bytes_ready"] + waiting
+    shown["message_bytes_ram"] = shown["message_bytes"]
     shown["incoming"] = []
     shown["deliveries"] = []
     return shown

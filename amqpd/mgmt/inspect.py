@@ -84,6 +84,13 @@ class ConnectionView:
             "peer_host": self.peer_host,
             "peer_port": self.peer_port,
             "ssl": False,
+            "ssl_protocol": None,
+            "ssl_key_exchange": None,
+            "ssl_cipher": None,
+            "ssl_hash": None,
+            "peer_cert_subject": None,
+            "peer_cert_issuer": None,
+            "peer_cert_validity": None,
             "channels": len(connection.channels),
             "channel_max": connection.channel_max,
             "frame_max": connection.frame_max,
@@ -164,3 +171,14 @@ def unacked_by_queue(views: Iterable[ConnectionView]) -> Counter[Any]:
             for entry in channel.deliveries.unacked.values():
                 counts[entry[0]] += 1
     return counts
+
+
+def unacked_messages(views: Iterable[ConnectionView], queue: Any) -> list[Any]:
+    """The messages of `queue` delivered and awaiting an ack, over every channel."""
+    return [
+        entry[2]
+        for view in views
+        for channel in view.channels()
+        for entry in channel.deliveries.unacked.values()
+        if entry[0] is queue
+    ]

@@ -55,7 +55,9 @@ async def list_queues(call: Call) -> Any:
                 await asyncio.sleep(0)
     if len(facts) <= CHUNK:
         return _render(facts, mgmt.node, dict(call.query))
-    return RawJson(await asyncio.to_thread(_render_text, facts, mgmt.node, dict(call.query)))
+    with mgmt.background_work():
+        text = await asyncio.to_thread(_render_text, facts, mgmt.node, dict(call.query))
+    return RawJson(text)
 
 
 def _render(facts: list[shapes.QueueFacts], node: str, query: dict[str, str]) -> Any:

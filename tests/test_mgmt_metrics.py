@@ -68,6 +68,8 @@ def test_totals_follow_the_broker(broker: BrokerProcess) -> None:
     assert grew("rabbitmq_global_messages_acknowledged_total") == 1
     assert after[("rabbitmq_process_resident_memory_bytes", ())] > 1_000_000
     assert (("amqpd_recovery_seconds", (("vhost", "/"),))) in after
+    assert after[("amqpd_store_batches_total", (("vhost", "/"),))] >= 0
+    assert (("amqpd_store_disk_bytes", (("vhost", "/"),))) in after
     per_object = scrape(broker, "/metrics/per-object")
     labels = (("queue", name), ("vhost", "/"))
     assert per_object[("rabbitmq_queue_messages_ready", labels)] == 1

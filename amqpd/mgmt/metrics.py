@@ -25,6 +25,19 @@ if TYPE_CHECKING:
     from amqpd.broker import Broker
 
 PROTOCOL = {"protocol": "amqp091"}
+# store stats() key -> (metric name, help, is a counter)
+STORE_SERIES = {
+    "live_messages": ("amqpd_store_messages", "Persistent messages in the log", False),
+    "segments": ("amqpd_store_segments", "Segment files of the log", False),
+    "bytes_on_disk": ("amqpd_store_disk_bytes", "Bytes of the log on disk", False),
+    "batches": ("amqpd_store_batches", "Write batches (group commits)", True),
+    "fsyncs": ("amqpd_store_fsyncs", "fdatasync calls", True),
+    "compactions": ("amqpd_store_compactions", "Segments compacted", True),
+    "segments_deleted": ("amqpd_store_segments_deleted", "Segments deleted", True),
+    "appended_bytes": ("amqpd_store_appended_bytes", "Bytes appended to the log", True),
+    "rewritten_bytes": ("amqpd_store_rewritten_bytes", "Bytes rewritten by compaction", True),
+    "corrupt_records": ("amqpd_store_corrupt_records", "Corrupt records skipped", True),
+}
 
 
 def _gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> Metric:
@@ -144,8 +157,28 @@ class BrokerCollector:
         for name, seconds in getattr(broker, "recovery_seconds", {}).items():
             recovery.add_metric([name], seconds)
         yield recovery
+        yield from self._store_metrics()
         if self.per_object:
             yield from self._per_queue(queues, unacked)
+
+    def _store_metrics(self) -> Iterator[Metric]:
+        """Each vhost's message store, from its own `stats()` (whatever it reports)."""
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        for vhost in self.broker.vhosts.values():
+            store = vhost.store
+            stats = getattr(store, "stats", None)
+            if stats is None:
+                continue
+            values = stats()
+            for key, (name, doc, counter) in STORE_SERIES.items():
+                if key not in values:
+                    continue
+                family = families.get(key)
+                if family is None:
+                    kind = CounterMetricFamily if counter else GaugeMetricFamily
+                    family = families[key] = kind(name, doc, labels=["vhost"])
+                family.add_metric([vhost.name], float(values[key]))
+        yield from families.values()
 
     def _per_queue(self, queues: list[Any], unacked: Any) -> Iterator[Metric]:
         labels = ["vhost", "queue"]

@@ -114,3 +114,20 @@ def test_properties_key() -> None:
     keyed = properties_key("rk", {"x": 1})
     assert keyed.startswith("rk~") and keyed == properties_key("rk", {"x": 1})
     assert keyed != properties_key("rk", {"x": 2})
+
+
+def test_deep_tables_are_cut() -> None:
+    from amqpd.mgmt.jsonable import MAX_DEPTH, to_json
+
+    deep: list = []
+    value: list = deep
+    for _ in range(5000):
+        inner: list = []
+        value.append(inner)
+        value = inner
+    shown = to_json({"x-deep": deep, "b": b"\xff", "n": 1})
+    level = shown["x-deep"]
+    for _ in range(MAX_DEPTH - 1):
+        level = level[0]
+    assert level == "..."
+    assert shown["b"] == "\ufffd" and shown["n"] == 1

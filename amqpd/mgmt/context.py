@@ -99,6 +99,8 @@ class Call:
             value = json.loads(self._body)
         except ValueError as error:
             raise bad_request(f"body is not valid JSON: {error}") from None
+        except RecursionError:
+            raise bad_request("body is nested too deeply") from None
         if not isinstance(value, dict):
             raise bad_request("body must be a JSON object")
         return value

@@ -157,6 +157,7 @@ class Connection:
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.handshake.peer = self.peer
         self.connected_at = time.time()
+        log.info("accepting AMQP connection from %s", self.peer)
         self.broker.connections.add(self)
         self._timer = self._clock.call_later(self.config.handshake_timeout, self._handshake_timeout)
 
@@ -227,6 +228,10 @@ class Connection:
             self._process(self._unprocessed)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.state is OPEN:
+            self._log_closing(f"connection lost ({exc})" if exc else "the client went away")
+        elif self.negotiated is None:
+            log.debug("connection from %s closed before it was opened", self.peer)
         self._enter(CLOSED)
         if self._timer is not None:
             self._timer.cancel()
@@ -407,6 +412,7 @@ class Connection:
             self._handshake_step(index, args)
             return
         if index == CONNECTION_CLOSE:
+            self._log_closing("the client closed it")
             self._release_all()
             self._send_method(0, commands.Connection.CloseOk())
             self.flush()
@@ -436,6 +442,12 @@ class Connection:
 
     def _opened(self, negotiated: Negotiated) -> None:
         self.negotiated = negotiated
+        log.info(
+            "connection from %s: user '%s' authenticated and granted access to vhost '%s'",
+            self.peer,
+            negotiated.user,
+            negotiated.vhost.name,
+        )
         limits = negotiated.limits
         self.user = negotiated.user
         self.vhost = negotiated.vhost
@@ -510,6 +522,14 @@ class Connection:
             raise
 
     def _close_channel(self, channel: Channel, error: AMQPError, index: int) -> None:
+        log.warning(
+            "channel error on connection from %s (vhost '%s', user '%s'), channel %d: %s",
+            self.peer,
+            self.vhost.name,
+            self.user,
+            channel.number,
+            error.text,
+        )
         channel.release()
         channel.closing = True
         self._send_method(
@@ -553,6 +573,15 @@ class Connection:
         )
         self.flush()
         self._keep_reading_until(CLOSE_OK_TIMEOUT)
+
+    def _log_closing(self, why: str) -> None:
+        log.info(
+            "closing AMQP connection from %s (vhost '%s', user '%s'): %s",
+            self.peer,
+            self.vhost.name,
+            self.user,
+            why,
+        )
 
     def _linger(self) -> None:
         """After connection.close-ok, read and discard until the client closes its side, as

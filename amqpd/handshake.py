@@ -130,7 +130,12 @@ class Handshake:
             raise HandshakeFailed(f"malformed {args.mechanism} response")
         user = authenticate(self._config, *credentials)
         if user is None:
-            log.warning("login refused for %s using %s", self.peer, args.mechanism)
+            log.warning(
+                "login refused for %s (user '%s') using %s: invalid credentials",
+                self.peer,
+                credentials[0],
+                args.mechanism,
+            )
             if not capabilities.get("authentication_failure_close"):
                 raise HandshakeFailed("login refused")
             raise ConnectionError_(

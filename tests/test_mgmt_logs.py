@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.mgmt_client import start_mgmt_broker
 
 
@@ -26,3 +28,34 @@ def test_json_debug_lines_and_refused_logins(tmp_path: Path) -> None:
     assert denied[0]["msg"] == "HTTP access denied: user 'guest' - invalid credentials"
     assert not any("hunter2" in line["msg"] for line in lines)
     assert any(line["level"] == "debug" and "/api/overview" in line["msg"] for line in lines)
+
+
+def test_connection_lines(tmp_path: Path) -> None:
+    import pika
+
+    proc, _api = start_mgmt_broker(tmp_path)
+    try:
+        params = pika.ConnectionParameters(
+            "127.0.0.1", proc.port, credentials=pika.PlainCredentials("guest", "guest")
+        )
+        connection = pika.BlockingConnection(params)
+        channel = connection.channel()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+            channel.queue_declare("no-such-queue-here", passive=True)
+        connection.close()
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            pika.BlockingConnection(
+                pika.ConnectionParameters(
+                    "127.0.0.1", proc.port, credentials=pika.PlainCredentials("app", "wrong")
+                )
+            )
+        assert proc.wait_for_log("(user 'app') using PLAIN: invalid credentials")
+        assert proc.wait_for_log("the client closed it")
+    finally:
+        proc.stop()
+    text = "\n".join(proc.log_lines)
+    assert "accepting AMQP connection from 127.0.0.1:" in text
+    assert "user 'guest' authenticated and granted access to vhost '/'" in text
+    assert "channel 1: NOT_FOUND - no queue 'no-such-queue-here' in vhost '/'" in text, text
+    assert "(vhost '/', user 'guest'): the client closed it" in text
+    assert "wrong" not in text  # the password never reaches the log

@@ -120,6 +120,8 @@ class Connection:
         self.transport: Transport | None = None
         self.peer = "?"
         self.connected_at = 0.0  # wall-clock time of accept (the management API shows it)
+        self.recv_oct = 0  # bytes received and sent, for operators
+        self.send_oct = 0
         self.handshake = Handshake(config, broker.vhosts)
         self.negotiated: Negotiated | None = None  # set by connection.open
         self.flow = FlowControl()
@@ -163,6 +165,7 @@ class Connection:
 
     def data_received(self, data: bytes) -> None:
         self._last_received = self._clock.time()
+        self.recv_oct += len(data)
         state = self.state
         if state is not OPEN:
             if state is AWAIT_HEADER:
@@ -336,6 +339,7 @@ class Connection:
             # its time managing them instead of sending.
             self.transport.write(b"".join(out))
             self._last_sent = self._clock.time()
+            self.send_oct += self._out_size
             if self.flow.write_paused:  # the client is not keeping up: bound what waits
                 self.flow.unsent += self._out_size
                 if self.flow.unsent > UNSENT_LIMIT and not self.flow.reading_paused:

@@ -310,6 +310,7 @@ def test_connections_channels_consumers(api: Api, amqp: pika.BlockingConnection,
     assert shown["state"] == "running" and shown["channels"] == 1
     assert shown["protocol"] == "AMQP 0-9-1" and shown["auth_mechanism"] == "PLAIN"
     assert shown["user_provided_name"] == connection_name
+    assert shown["recv_oct"] > 100 and shown["send_oct"] > 100
     assert (
         shown["name"] == f"{shown['peer_host']}:{shown['peer_port']} -> 127.0.0.1:{shown['port']}"
     )

@@ -92,6 +92,8 @@ class ConnectionView:
             "peer_cert_issuer": None,
             "peer_cert_validity": None,
             "channels": len(connection.channels),
+            "recv_oct": connection.recv_oct,
+            "send_oct": connection.send_oct,
             "channel_max": connection.channel_max,
             "frame_max": connection.frame_max,
             "timeout": connection.heartbeat,

@@ -92,7 +92,7 @@ class Channel:
         self.open = True
         self.closing = False  # we sent channel.close and wait for close-ok
         self.consumers: dict[str, ChannelConsumer] = {}
-        self.deliveries = Deliveries()
+        self.deliveries = Deliveries(host.vhost.stats)
         self.content = ContentAssembler(host.user, host.max_message_size, self._on_content)
         # The connection feeds content frames straight to the assembler.
         self.handle_header: Callable[[bytes], None] = self.content.header

@@ -356,14 +356,20 @@ def test_overview(api: Api, amqp: pika.BlockingConnection, name: str) -> None:
     channel.basic_publish("", name, b"x")
     channel.basic_publish("", "no-such-queue-anywhere", b"x")
     channel.basic_get(name, auto_ack=True)
+    channel.basic_publish("", name, b"y")
+    method, _props, _body = channel.basic_get(name)
+    channel.basic_ack(method.delivery_tag)
     after = api.get("/api/overview")
     assert after["object_totals"]["queues"] == before["object_totals"]["queues"] + 1
     assert after["object_totals"]["connections"] >= 1
     assert after["object_totals"]["channels"] >= 1
     stats, old = after["message_stats"], before["message_stats"]
-    assert stats["publish"] - old["publish"] == 2
+    assert stats["publish"] - old["publish"] == 3
     assert stats["drop_unroutable"] - old["drop_unroutable"] == 1
+    assert stats["get_no_ack"] - old["get_no_ack"] == 1
     assert stats["get"] - old["get"] == 1
+    assert stats["deliver_get"] - old["deliver_get"] == 2
+    assert stats["ack"] - old["ack"] == 1
     assert "rate" in stats["publish_details"]
     assert after["management_version"] and after["node"].startswith("amqpd@")
     assert {listener["protocol"] for listener in after["listeners"]} >= {"amqp", "http"}

@@ -66,6 +66,8 @@ def test_totals_follow_the_broker(broker: BrokerProcess) -> None:
     assert grew("rabbitmq_global_messages_confirmed_total") == 3
     assert grew("rabbitmq_global_messages_delivered_total") == 2
     assert grew("rabbitmq_global_messages_acknowledged_total") == 1
+    assert grew("rabbitmq_global_messages_delivered_get_manual_ack_total") == 2
+    assert grew("rabbitmq_global_messages_delivered_get_auto_ack_total") == 0
     assert after[("rabbitmq_process_resident_memory_bytes", ())] > 1_000_000
     assert (("amqpd_recovery_seconds", (("vhost", "/"),))) in after
     assert after[("amqpd_store_batches_total", (("vhost", "/"),))] >= 0

@@ -122,6 +122,27 @@ class BrokerCollector:
                 "Total number of messages delivered to consumers",
                 totals["deliver_get"],
             ),
+            (
+                "delivered_consume_manual_ack",
+                "Total number of messages delivered to consumers using manual acknowledgement mode",
+                totals["deliver"],
+            ),
+            (
+                "delivered_consume_auto_ack",
+                "Total number of messages delivered to consumers using automatic "
+                "acknowledgement mode",
+                totals["deliver_no_ack"],
+            ),
+            (
+                "delivered_get_manual_ack",
+                "Total number of messages fetched with basic.get in manual acknowledgement mode",
+                totals["get"],
+            ),
+            (
+                "delivered_get_auto_ack",
+                "Total number of messages fetched with basic.get in automatic acknowledgement mode",
+                totals["get_no_ack"],
+            ),
             ("acknowledged", "Total number of messages acknowledged by consumers", totals["ack"]),
             ("confirmed", "Total number of messages confirmed to publishers", totals["confirm"]),
             (

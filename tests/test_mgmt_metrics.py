@@ -78,3 +78,27 @@ def test_totals_follow_the_broker(broker: BrokerProcess) -> None:
     assert per_object[("rabbitmq_queue_messages_unacked", labels)] == 1
     assert per_object[("rabbitmq_queue_messages_published_total", labels)] == 3
     connection.close()
+
+
+def test_store_latency_histograms(broker: BrokerProcess) -> None:
+    vhost = (("vhost", "/"),)
+    before = scrape(broker)
+    connection = pika.BlockingConnection(
+        pika.ConnectionParameters(
+            "127.0.0.1", broker.port, credentials=pika.PlainCredentials("guest", "guest")
+        )
+    )
+    channel = connection.channel()
+    channel.confirm_delivery()
+    name = f"p-durable-{uuid.uuid4().hex[:8]}"
+    channel.queue_declare(name, durable=True)
+    for _ in range(5):  # each confirmed only after its batch was written and fdatasynced
+        channel.basic_publish("", name, b"x", pika.BasicProperties(delivery_mode=2))
+    connection.close()
+    after = scrape(broker)
+    for series in ("amqpd_store_write_seconds", "amqpd_store_fsync_seconds"):
+        grown = after[(f"{series}_count", vhost)] - before.get((f"{series}_count", vhost), 0)
+        assert grown >= 1, series
+        inf = after[(f"{series}_bucket", (("le", "+Inf"), ("vhost", "/")))]
+        assert inf == after[(f"{series}_count", vhost)]
+        assert after[(f"{series}_sum", vhost)] > 0

@@ -131,3 +131,15 @@ def test_deep_tables_are_cut() -> None:
         level = level[0]
     assert level == "..."
     assert shown["b"] == "\ufffd" and shown["n"] == 1
+
+
+def test_store_latency_histogram_buckets() -> None:
+    from amqpd.store.latency import Histogram
+
+    histogram = Histogram()
+    for seconds in (0.00005, 0.0003, 0.0003, 0.2, 5.0):
+        histogram.observe(seconds)
+    pairs = dict(histogram.cumulative())
+    assert pairs["0.0001"] == 1 and pairs["0.0005"] == 3 and pairs["0.25"] == 4
+    assert pairs["+Inf"] == histogram.count == 5
+    assert abs(histogram.total - 5.20065) < 1e-9

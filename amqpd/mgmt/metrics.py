@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from amqpd import __version__
 from amqpd.core.stats import MessageStats
@@ -183,7 +188,28 @@ class BrokerCollector:
             yield from self._per_queue(queues, unacked)
 
     def _store_metrics(self) -> Iterator[Metric]:
-        """Each vhost's message store, from its own `stats()` (whatever it reports)."""
+        """Each vhost's message store, from its own `stats()` (whatever it reports) and its
+        latency histograms."""
+        histograms = {
+            "write": HistogramMetricFamily(
+                "amqpd_store_write_seconds",
+                "Time the store's writer took per batch of writes",
+                labels=["vhost"],
+            ),
+            "fsync": HistogramMetricFamily(
+                "amqpd_store_fsync_seconds", "Time taken by each fdatasync", labels=["vhost"]
+            ),
+        }
+        for vhost in self.broker.vhosts.values():
+            latencies = getattr(vhost.store, "latencies", None)
+            if latencies is None:
+                continue
+            for key, histogram in latencies().items():
+                if key in histograms:
+                    histograms[key].add_metric(
+                        [vhost.name], histogram.cumulative(), sum_value=histogram.total
+                    )
+        yield from histograms.values()
         families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
         for vhost in self.broker.vhosts.values():
             store = vhost.store

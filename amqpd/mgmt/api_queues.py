@@ -56,8 +56,8 @@ async def list_queues(call: Call) -> Any:
     if len(facts) <= CHUNK:
         return _render(facts, mgmt.node, dict(call.query))
     with mgmt.background_work():
-        text = await asyncio.to_thread(_render_text, facts, mgmt.node, dict(call.query))
-    return RawJson(text)
+        body = await asyncio.to_thread(_render_text, facts, mgmt.node, dict(call.query))
+    return RawJson(body)
 
 
 def _render(facts: list[shapes.QueueFacts], node: str, query: dict[str, str]) -> Any:
@@ -66,16 +66,16 @@ def _render(facts: list[shapes.QueueFacts], node: str, query: dict[str, str]) ->
     return listing.render(items, query)
 
 
-def _render_text(facts: list[shapes.QueueFacts], node: str, query: dict[str, str]) -> str:
+def _render_text(facts: list[shapes.QueueFacts], node: str, query: dict[str, str]) -> bytes:
     rendered = _render(facts, node, query)
     if not isinstance(rendered, list):
-        return json.dumps(rendered, separators=(",", ":"))
+        return json.dumps(rendered, separators=(",", ":")).encode()
     # Encoded in slices: json.dumps holds the GIL throughout, the loop thread wants it back.
     pieces = [
         json.dumps(rendered[start : start + CHUNK], separators=(",", ":"))[1:-1]
         for start in range(0, len(rendered), CHUNK)
     ]
-    return "[" + ",".join(piece for piece in pieces if piece) + "]"
+    return ("[" + ",".join(piece for piece in pieces if piece) + "]").encode()
 
 
 def show_queue(call: Call) -> Any:

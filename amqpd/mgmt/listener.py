@@ -163,7 +163,9 @@ class ManagementServer:
         if isinstance(result, list) and len(result) > ENCODE_CHUNK:
             return await _chunked_json(result)
         if isinstance(result, RawJson):
-            return web.Response(status=200, text=result.text, content_type="application/json")
+            return web.Response(
+                status=200, body=result.body, content_type="application/json", charset="utf-8"
+            )
         if isinstance(result, Reply):
             if result.body is None:
                 response = web.Response(status=result.status)

@@ -30,9 +30,9 @@ class Reply:
 
 @dataclass(frozen=True)
 class RawJson:
-    """A 200 response whose JSON text the handler encoded already."""
+    """A 200 response whose JSON the handler encoded already (UTF-8 bytes)."""
 
-    text: str
+    body: bytes
 
 
 NO_CONTENT = Reply(204)

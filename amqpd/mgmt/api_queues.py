@@ -88,10 +88,10 @@ def show_queue(call: Call) -> Any:
     shown["consumer_details"] = [
         details for view in views for owner, details in view.consumers(mgmt.node) if owner is queue
     ]
-    waiting = sum(len(message.body) for message in inspect.unacked_messages(views, queue))
+    waiting = sum(m.info.body_size for m in inspect.unacked_messages(views, queue))
     shown["message_bytes_unacknowledged"] = waiting
     shown["message_bytes"] = shown["message_bytes_ready"] + waiting
-    shown["message_bytes_ram"] = shown["message_bytes"]
+    shown["message_bytes_ram"] = shown["message_bytes"] - shown["message_bytes_paged_out"]
     shown["incoming"] = []
     shown["deliveries"] = []
     return shown

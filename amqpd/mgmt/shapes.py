@@ -125,22 +125,27 @@ def queue_json(
 ) -> dict[str, Any]:
     shown = facts_json(queue_facts(queue, unacked, rates, policy), node)
     if detailed:
-        ready_bytes = persistent = persistent_bytes = 0
+        # Sizes from the content header: reading `body` would page an evicted body back in.
+        ready_bytes = persistent = persistent_bytes = paged_out = paged_out_bytes = 0
         for _seq, message, _redelivered in queue.messages:
-            size = len(message.body)
+            size = message.info.body_size
             ready_bytes += size
             if message.delivery_mode == 2 and queue.durable:
                 persistent += 1
                 persistent_bytes += size
+            if not message.resident:
+                paged_out += 1
+                paged_out_bytes += size
         shown.update(
             {
                 "message_bytes_ready": ready_bytes,
                 "messages_persistent": persistent,
                 "message_bytes_persistent": persistent_bytes,
-                "messages_ram": shown["messages"],
-                "messages_ready_ram": shown["messages_ready"],
+                "messages_ram": shown["messages"] - paged_out,
+                "messages_ready_ram": shown["messages_ready"] - paged_out,
                 "messages_unacknowledged_ram": shown["messages_unacknowledged"],
-                "messages_paged_out": 0,
+                "messages_paged_out": paged_out,
+                "message_bytes_paged_out": paged_out_bytes,
             }
         )
     return shown

@@ -69,6 +69,7 @@ class Broker:
         self.blocked_reason = ""
         self.logins = LoginGuard()  # failed logins per peer: delays, bounded logging
         self.stopping = asyncio.Event()
+        self.recovery_seconds: dict[str, float] = {}  # per vhost, for metrics
 
     def alarms(self) -> list[str]:
         """The resource alarms in effect, by RabbitMQ's names: "memory", "disk"."""
@@ -108,6 +109,7 @@ class Broker:
             # "#" is always quoted in vhost directory names: no vhost's log can be here
             spill_dir = Path(self.config.data_dir) / "#spill" / quote(name, safe="")
             self.spills[name] = SpillLog(spill_dir)
+            self.recovery_seconds[name] = time.monotonic() - started
             messages = sum(len(queue.messages) for queue in vhost.queues.values())
             log.info(
                 "vhost %s: recovered %d queues, %d messages in %.3fs%s",

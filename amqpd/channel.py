@@ -22,7 +22,7 @@ from pamqp import base, commands
 
 from amqpd.assembler import ContentAssembler
 from amqpd.channel_host import ChannelHost
-from amqpd.consumer import ChannelConsumer
+from amqpd.consumer import ChannelConsumer, drop_lost
 from amqpd.core.arguments import validate_consumer_arguments
 from amqpd.core.durability import READY, WAIT_FIRST, Confirms
 from amqpd.core.errors import (
@@ -93,7 +93,7 @@ class Channel:
         self.open = True
         self.closing = False  # we sent channel.close and wait for close-ok
         self.consumers: dict[str, ChannelConsumer] = {}
-        self.deliveries = Deliveries()
+        self.deliveries = Deliveries(host.vhost.stats)
         self.content = ContentAssembler(host.user, host.max_message_size, self._on_content)
         # The connection feeds content frames straight to the assembler.
         self.handle_header: Callable[[bytes], None] = self.content.header
@@ -208,8 +208,10 @@ class Channel:
         """Send one ack covering every publish confirmed since the last flush."""
         confirms = self.confirms
         if confirms is not None and self.open and not self.closing:
+            before = confirms.sent
             for tag, multiple, ack in confirms.take():
                 self.host.send(encode_confirm(self.number, tag, multiple, ack))
+            self.vhost.stats.confirm += confirms.sent - before
 
     # -- channel, exchange and queue methods --------------------------------------------
 
@@ -391,7 +393,10 @@ class Channel:
         queues, ticket = vhost.publish(exchange, message)
         if not queues:
             if mandatory:
+                vhost.stats.return_unroutable += 1
                 self._return(message, 312, "NO_ROUTE")
+            else:
+                vhost.stats.drop_unroutable += 1
         elif queues[0].backlogged or len(queues) > 1:
             backlogged = [queue for queue in queues if queue.backlogged]
             if backlogged:
@@ -522,11 +527,16 @@ class Channel:
         name = self._queue_name(args.queue)
         self.access.check("read", "queue", name)
         queue = self.vhost.queue(name, self.host)
-        entry = queue.take()
-        if entry is None:
-            self.reply(commands.Basic.GetEmpty())
-            return
-        seq, message, redelivered = entry
+        while True:
+            entry = queue.take()
+            if entry is None:
+                self.reply(commands.Basic.GetEmpty())
+                return
+            seq, message, redelivered = entry
+            error = message.reload() if message.source is not None else None
+            if error is None:
+                break
+            drop_lost(queue, message, error)
         tag = self.deliveries.got(queue, seq, message, redelivered, args.no_ack)
         self.send_with_content(
             encode_get_ok(self.number, tag, redelivered, message.exchange_rk, len(queue.messages)),
@@ -538,12 +548,20 @@ class Channel:
             self.deliveries.check_known(tag, multiple)
             self.tx.add(lambda: self._settle_now(tag, multiple, requeue, rejected))
             return
-        if self.deliveries.settle(tag, multiple, requeue, rejected):
+        deliveries = self.deliveries
+        before = len(deliveries.unacked)
+        if deliveries.settle(tag, multiple, requeue, rejected):
             self.kick_consumers()
+        if not (requeue or rejected):
+            self.vhost.stats.ack += before - len(deliveries.unacked)
 
     def _settle_now(self, tag: int, multiple: bool, requeue: bool, rejected: bool) -> None:
-        if self.deliveries.settle(tag, multiple, requeue, rejected):
+        deliveries = self.deliveries
+        before = len(deliveries.unacked)
+        if deliveries.settle(tag, multiple, requeue, rejected):
             self.kick_consumers()
+        if not (requeue or rejected):
+            self.vhost.stats.ack += before - len(deliveries.unacked)
 
     def _on_ack(self, args: tuple[int, bool]) -> None:
         tag, multiple = args

@@ -13,19 +13,7 @@ import logging
 import sys
 
 from amqpd.config import ConfigError, load_config, unknown_environment
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def setup_logging(level: str) -> None:
-    """Send log records at `level` and above to stderr, one line each."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
+from amqpd.logs import setup_logging
 
 
 def hash_password_command(args: list[str]) -> int:
@@ -58,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"amqpd: invalid config: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
     for problem in unknown_environment():
         logging.getLogger("amqpd.config").warning("%s", problem)
     from amqpd.server import Server

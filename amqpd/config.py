@@ -25,6 +25,8 @@ from amqpd.passwords import SHA256, BadPasswordHash, PasswordCheck
 from amqpd.store.log import FSYNC_POLICIES  # the store defines what its policies are
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+USER_TAGS = ("administrator", "monitoring", "policymaker", "management", "impersonator")
 
 
 class ConfigError(Exception):
@@ -42,14 +44,16 @@ class Permission:
 
 @dataclass(frozen=True)
 class User:
-    """A login: name, password and the vhosts it may use (vhost -> Permission).
+    """A login: name, password, RabbitMQ user tags and the vhosts it may use.
 
     The password is either plaintext (`password`) or, when `password_hash` is set, a salted
-    hash in RabbitMQ's format (`password` is then ignored); see amqpd.passwords."""
+    hash in RabbitMQ's format (`password` is then ignored); see amqpd.passwords. `tags`
+    decide what the management API allows."""
 
     name: str
     password: str = field(repr=False)
     permissions: Mapping[str, Permission] = field(hash=False)
+    tags: tuple[str, ...] = ()
     password_hash: str = field(default="", repr=False)
     hashing_algorithm: str = SHA256
 
@@ -84,8 +88,14 @@ class Config:
     fsync: str = "always"
     fsync_interval_ms: int = 200
     memory_high_watermark: str = DEFAULT_WATERMARK  # a fraction like 0.4 or a size like 512MiB
+    management: bool = True
+    management_bind: str = "127.0.0.1"
+    management_port: int = 15672
+    prometheus_port: int = 15692
+    definitions_file: str = ""
+    log_format: str = "text"
     vhosts: tuple[str, ...] = ("/",)
-    users: tuple[User, ...] = (User("guest", "guest", {"/": Permission()}),)
+    users: tuple[User, ...] = (User("guest", "guest", {"/": Permission()}, ("administrator",)),)
     # Users who may log in only from a loopback address (RabbitMQ's loopback_users).
     loopback_users: tuple[str, ...] = ("guest",)
     # TLS (amqps): a second listener on tls_port, enabled by tls_certfile (see server.tls).
@@ -120,7 +130,7 @@ def _check_positive_float(value: Any) -> str | None:
     return None if math.isfinite(value) and value > 0 else "must be a finite number > 0"
 
 
-def _check_any(value: Any) -> str | None:
+def _check_anything(value: Any) -> str | None:
     return None
 
 
@@ -165,21 +175,33 @@ SCALARS: Mapping[str, _Scalar] = MappingProxyType(
         "fsync": _Scalar(str, _check_choice(FSYNC_POLICIES), lower=True),
         "fsync_interval_ms": _Scalar(int, _check_int(1, None)),
         "memory_high_watermark": _Scalar(str, _check_watermark, numbers_as_text=True),
+        "management": _Scalar(bool, _check_anything),
+        "management_bind": _Scalar(str, _check_nonempty),
+        "management_port": _Scalar(int, _check_int(0, 65535)),
+        "prometheus_port": _Scalar(int, _check_int(0, 65535)),
+        "definitions_file": _Scalar(str, _check_anything),
+        "log_format": _Scalar(str, _check_choice(LOG_FORMATS), lower=True),
         "tls_port": _Scalar(int, _check_int(0, 65535)),
-        "tls_certfile": _Scalar(str, _check_any),
-        "tls_keyfile": _Scalar(str, _check_any),
-        "tls_cafile": _Scalar(str, _check_any),
-        "tls_verify_peer": _Scalar(bool, _check_any),
-        "tls_fail_if_no_peer_cert": _Scalar(bool, _check_any),
+        "tls_certfile": _Scalar(str, _check_anything),
+        "tls_keyfile": _Scalar(str, _check_anything),
+        "tls_cafile": _Scalar(str, _check_anything),
+        "tls_verify_peer": _Scalar(bool, _check_anything),
+        "tls_fail_if_no_peer_cert": _Scalar(bool, _check_anything),
     }
 )
 LIST_KEYS = ("vhosts", "users", "loopback_users")
-USER_KEYS = ("name", "password", "password_hash", "hashing_algorithm", "permissions")
+USER_KEYS = ("name", "password", "password_hash", "hashing_algorithm", "permissions", "tags")
 FLAG_KEYS = (
     "bind",
     "port",
     "data_dir",
     "log_level",
+    "management",
+    "management_bind",
+    "management_port",
+    "prometheus_port",
+    "definitions_file",
+    "log_format",
     "memory_high_watermark",
     "tls_port",
     "tls_certfile",
@@ -188,8 +210,6 @@ FLAG_KEYS = (
     "tls_verify_peer",
     "tls_fail_if_no_peer_cert",
 )
-BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
-            "false": False, "no": False, "off": False, "0": False}  # fmt: skip
 ENV_PREFIX = "AMQPD_"
 # AMQPD_* variables that are not settings but are read elsewhere (the accelerated codec's
 # switch, the image, the tests); AMQPD_TEST_* is the test suite's namespace.
@@ -201,6 +221,8 @@ TOOL_VARIABLES = (
 )
 TOOL_PREFIX = "AMQPD_TEST_"
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True}
+BOOL_WORDS.update({"false": False, "no": False, "off": False, "0": False})
 
 
 def _scalar(key: str, raw: Any, where: str, parse: bool = True) -> Any:
@@ -210,7 +232,7 @@ def _scalar(key: str, raw: Any, where: str, parse: bool = True) -> Any:
         raw = str(raw)
     value = raw
     if parse and isinstance(raw, str) and spec.kind is bool:
-        value = BOOLEANS.get(raw.strip().lower(), raw)
+        value = BOOL_WORDS.get(raw.strip().lower(), raw)
     elif parse and isinstance(raw, str) and spec.kind is not str:
         try:
             value = spec.kind(raw.strip())
@@ -302,7 +324,16 @@ def _users(raw: Any, vhosts: tuple[str, ...], where: str) -> tuple[User, ...]:
                     f"{at}.permissions names vhost {vhost!r}, which is not in vhosts ({where})"
                 )
             perms[vhost] = _permission(perm, f"{at}.permissions[{vhost!r}] ({where})")
-        users.append(User(name, password, perms, password_hash or "", algorithm))
+        users.append(
+            User(
+                name,
+                password,
+                perms,
+                _tags(item.get("tags"), f"{at} ({where})"),
+                password_hash or "",
+                algorithm,
+            )
+        )
     return tuple(users)
 
 
@@ -317,6 +348,24 @@ def _loopback_users(raw: Any, where: str) -> tuple[str, ...]:
     if any(not name for name in names):
         raise ConfigError(f"loopback_users: names must be non-empty ({where})")
     return tuple(names)
+
+
+def _tags(raw: Any, at: str) -> tuple[str, ...]:
+    """User tags: a list or a comma-separated string of RabbitMQ's tag names."""
+    if raw is None:
+        return ()
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, list):
+        raise ConfigError(f"{at}.tags must be a list of tag names, got {raw!r}")
+    tags: list[str] = []
+    for item in items:
+        tag = item.strip() if isinstance(item, str) else item
+        if tag == "":
+            continue
+        if tag not in USER_TAGS:
+            raise ConfigError(f"{at}.tags: unknown tag {tag!r}; allowed: {', '.join(USER_TAGS)}")
+        tags.append(tag)
+    return tuple(tags)
 
 
 def _no_unknown(mapping: Mapping[Any, Any], allowed: Sequence[str], where: str) -> None:
@@ -364,6 +413,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tls-fail-if-no-peer-cert", metavar="BOOL", help="refuse clients without one"
     )
+    parser.add_argument(
+        "--management", metavar="on|off", help="run the management HTTP API (default on)"
+    )
+    parser.add_argument(
+        "--management-bind", metavar="ADDR", help="management and metrics address (127.0.0.1)"
+    )
+    parser.add_argument(
+        "--management-port", metavar="N", help="management HTTP port, 0 = any free (15672)"
+    )
+    parser.add_argument(
+        "--prometheus-port", metavar="N", help="Prometheus /metrics port, 0 = any free (15692)"
+    )
+    parser.add_argument(
+        "--definitions-file", metavar="FILE", help="RabbitMQ definitions JSON to load at startup"
+    )
+    parser.add_argument("--log-format", metavar="FORMAT", help="text or json (default text)")
     parser.add_argument("--version", action="version", version=f"amqpd {__version__}")
     return parser
 

@@ -16,6 +16,7 @@ bytes to `data_received` and read what reached their fake transport.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Protocol
 
 from pamqp import base, commands
@@ -128,6 +129,9 @@ class Connection:
         self.state: State = AWAIT_HEADER  # moved only by _enter, along TRANSITIONS
         self.transport: Transport | None = None
         self.peer = "?"
+        self.connected_at = 0.0  # wall-clock time of accept (the management API shows it)
+        self.recv_oct = 0  # bytes received and sent, for operators
+        self.send_oct = 0
         self.handshake = Handshake(config, broker.vhosts, logins=broker.logins)
         self.negotiated: Negotiated | None = None  # set by connection.open
         self.flow = FlowControl()
@@ -167,11 +171,14 @@ class Connection:
         self.handshake.peer_host = peer[0] if peer else ""
         if transport.get_extra_info("sslcontext") is not None:
             self.handshake.certificate_user = certificate_user(transport.get_extra_info("peercert"))
+        self.connected_at = time.time()
+        log.info("accepting AMQP connection from %s", self.peer)
         self.broker.connections.add(self)
         self._timer = self._clock.call_later(self.config.handshake_timeout, self._handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
         self._last_received = self._clock.time()
+        self.recv_oct += len(data)
         state = self.state
         if state is not OPEN:
             if state is AWAIT_HEADER:
@@ -239,6 +246,10 @@ class Connection:
             self._process(self._unprocessed)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.state is OPEN:
+            self._log_closing(f"connection lost ({exc})" if exc else "the client went away")
+        elif self.negotiated is None:
+            log.debug("connection from %s closed before it was opened", self.peer)
         self._enter(CLOSED)
         if self._timer is not None:
             self._timer.cancel()
@@ -343,6 +354,7 @@ class Connection:
             # its time managing them instead of sending.
             self.transport.write(b"".join(out))
             self._last_sent = self._clock.time()
+            self.send_oct += self._out_size
             if self.flow.write_paused:  # the client is not keeping up: bound what waits
                 self.flow.unsent += self._out_size
                 if self.flow.unsent > UNSENT_LIMIT and not self.flow.reading_paused:
@@ -418,6 +430,7 @@ class Connection:
             self._handshake_step(index, args)
             return
         if index == CONNECTION_CLOSE:
+            self._log_closing("the client closed it")
             self._release_all()
             self._send_method(0, commands.Connection.CloseOk())
             self.flush()
@@ -447,6 +460,12 @@ class Connection:
 
     def _opened(self, negotiated: Negotiated) -> None:
         self.negotiated = negotiated
+        log.info(
+            "connection from %s: user '%s' authenticated and granted access to vhost '%s'",
+            self.peer,
+            negotiated.user,
+            negotiated.vhost.name,
+        )
         limits = negotiated.limits
         self.user = negotiated.user
         self.vhost = negotiated.vhost
@@ -521,6 +540,14 @@ class Connection:
             raise
 
     def _close_channel(self, channel: Channel, error: AMQPError, index: int) -> None:
+        log.warning(
+            "channel error on connection from %s (vhost '%s', user '%s'), channel %d: %s",
+            self.peer,
+            self.vhost.name,
+            self.user,
+            channel.number,
+            error.text,
+        )
         channel.release()
         channel.closing = True
         self._send_method(
@@ -595,6 +622,15 @@ class Connection:
             self.flow.update_reading(self.transport, True)
         self._timer = self._clock.call_later(refused.delay, answer)
 
+    def _log_closing(self, why: str) -> None:
+        log.info(
+            "closing AMQP connection from %s (vhost '%s', user '%s'): %s",
+            self.peer,
+            self.vhost.name,
+            self.user,
+            why,
+        )
+
     def _linger(self) -> None:
         """After connection.close-ok, read and discard until the client closes its side, as
         RabbitMQ does: closing at once would reset a client whose frames are still in flight
@@ -612,14 +648,14 @@ class Connection:
         if self.transport is not None:
             self.flow.read_regardless(self.transport)
 
-    def force_close(self, reason: str) -> None:
-        """Close from the broker's side (shutdown), as RabbitMQ's CONNECTION_FORCED."""
+    def force_close(self, reason: str, text: str | None = None) -> None:
+        """Close from the broker's side (shutdown, management API), as RabbitMQ's
+        CONNECTION_FORCED; `text` replaces the standard reply text."""
         if self.state is OPEN:
-            self._close_connection(
-                CONNECTION_FORCED,
-                f"CONNECTION_FORCED - broker forced connection closure with reason '{reason}'",
-                0,
+            standard = (
+                f"CONNECTION_FORCED - broker forced connection closure with reason '{reason}'"
             )
+            self._close_connection(CONNECTION_FORCED, text or standard, 0)
         else:
             self._shutdown_transport()
 

@@ -5,10 +5,13 @@ be deliverable (not closing, its connection writable) and, for manual acks, both
 consumer's own window and the channel's global window (its `Deliveries`) must have room.
 `deliver` tags the delivery in the channel's `Deliveries` and sends basic.deliver with the
 content through the channel. The channel is seen through `ConsumerChannel`, no import.
+A message whose evicted body cannot be read back (`Message.reload`) is not delivered:
+`drop_lost` logs one line and settles it, as RabbitMQ drops a message its store lost.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from amqpd.channel_host import ChannelHost
@@ -16,6 +19,8 @@ from amqpd.core.message import Message
 from amqpd.core.queue import Queue
 from amqpd.deliveries import Deliveries
 from amqpd.wire.methods import deliver_parts, pack_tag_bits, shortstr
+
+log = logging.getLogger("amqpd.consumer")
 
 
 class ConsumerChannel(Protocol):
@@ -90,6 +95,11 @@ class ChannelConsumer:
         return parts[0] + pack_tag_bits(tag, redelivered) + parts[1]
 
     def deliver(self, queue: Queue, seq: int, message: Message, redelivered: bool) -> None:
+        if message.source is not None:  # evicted: read the body back before tagging
+            error = message.reload()
+            if error is not None:
+                drop_lost(queue, message, error)
+                return
         tag = self.deliveries.delivered(self, queue, seq, message, redelivered)
         self.channel.send_with_content(
             self.deliver_frame(tag, redelivered, message.exchange_rk), message
@@ -97,3 +107,14 @@ class ChannelConsumer:
 
     def queue_deleted(self, queue: Queue) -> None:
         self.channel.consumer_queue_deleted(self)
+
+
+def drop_lost(queue: Queue, message: Message, error: OSError) -> None:
+    """A message taken from `queue` whose body is lost: log it, settle it, deliver nothing."""
+    log.error(
+        "queue '%s' in vhost '%s': dropped a message whose body is lost (%s)",
+        queue.name,
+        queue.vhost,
+        error,
+    )
+    queue.settled(message)

@@ -16,6 +16,7 @@ from typing import Protocol
 from amqpd.core.errors import PRECONDITION_FAILED, ChannelError
 from amqpd.core.message import Message
 from amqpd.core.queue import Queue
+from amqpd.core.stats import MessageStats
 
 
 class Tracked(Protocol):
@@ -31,7 +32,9 @@ Unacked = tuple[Queue, int, Message, Tracked | None]  # queue, queue seq, messag
 
 
 class Deliveries:
-    def __init__(self) -> None:
+    def __init__(self, stats: MessageStats | None = None) -> None:
+        # The vhost's counters: auto-ack deliveries and gets are counted here.
+        self.stats = stats if stats is not None else MessageStats()
         self.unacked: dict[int, Unacked] = {}  # by delivery tag, in tag order
         self.next_tag = 1
         self.prefetch = 0  # the window of consumers created from now on (basic.qos)
@@ -50,6 +53,7 @@ class Deliveries:
         tag = self.next_tag
         self.next_tag = tag + 1
         if consumer.no_ack:
+            self.stats.deliver_no_ack += 1
             if message.store_id:
                 queue.settled(message)
         else:
@@ -64,6 +68,7 @@ class Deliveries:
         tag = self.next_tag
         self.next_tag = tag + 1
         if no_ack:
+            self.stats.get_no_ack += 1
             queue.settled(message)
         else:
             self.unacked[tag] = (queue, seq, message, None)

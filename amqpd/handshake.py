@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from pamqp import commands
@@ -70,6 +70,9 @@ class Negotiated:
     limits: Limits
     cancel_notify: bool  # the client understands basic.cancel from the server
     blocked_notify: bool  # the client understands connection.blocked
+    # What operators see of the client (the management API): its properties, the login.
+    client_properties: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    mechanism: str = ""
 
 
 def server_properties() -> dict[str, Any]:
@@ -111,6 +114,8 @@ class Handshake:
         self._header = b""
         self._user = ""
         self._capabilities: Mapping[str, Any] = {}
+        self._client_properties: Mapping[str, Any] = {}
+        self._mechanism = ""
         self.limits: Limits | None = None
 
     def read_header(self, data: bytes) -> bytes | None:
@@ -143,6 +148,8 @@ class Handshake:
         if not isinstance(capabilities, dict):
             capabilities = {}  # absent, or not a table: the client claims none
         self._capabilities = capabilities
+        self._client_properties = args.client_properties or {}
+        self._mechanism = args.mechanism
         response = args.response
         raw = response.encode() if isinstance(response, str) else bytes(response or b"")
         if args.mechanism not in self.mechanisms():
@@ -177,10 +184,10 @@ class Handshake:
         verdict = self._logins.refused(self.peer_host, now)
         if verdict.log:
             log.warning(
-                "login refused for %s using %s: user %s, %s%s",
+                "login refused for %s (user %s) using %s: %s%s",
                 self.peer,
-                mechanism,
                 ascii(login[:64]),
+                mechanism,
                 reason,
                 "; further refusals from this address in the next minute are not logged"
                 if verdict.last_logged
@@ -226,4 +233,6 @@ class Handshake:
             limits=self.limits,
             cancel_notify=bool(capabilities.get("consumer_cancel_notify")),
             blocked_notify=bool(capabilities.get("connection.blocked")),
+            client_properties=self._client_properties,
+            mechanism=self._mechanism,
         )

@@ -65,6 +65,15 @@ class Server:
             log.error("cannot open the data directory %s: %s%s", self.config.data_dir, error, hint)
             broker.close_stores()
             return 1
+        if self.config.definitions_file:
+            from amqpd.mgmt.definitions import DefinitionsError, load_file
+
+            try:
+                load_file(broker, self.config.definitions_file)
+            except DefinitionsError as error:
+                log.error("cannot load definitions %s: %s", self.config.definitions_file, error)
+                broker.close_stores()
+                return 1
         # Messages are many small, acyclic objects: collect generation 0 less often and
         # keep everything alive after recovery out of the collector's scans.
         gc.collect()
@@ -98,10 +107,18 @@ class Server:
             asyncio.create_task(broker.watch_disk()),
             asyncio.create_task(broker.watch_memory()),
         ]
+        operators = None
+        if self.config.management:
+            from amqpd.mgmt.service import OperatorListeners
+
+            operators = OperatorListeners(broker, [s.getsockname()[:2] for s in listener.sockets])
+            await operators.start()
         await broker.stopping.wait()
         for watch in watches:
             watch.cancel()
         log.info("shutting down")
+        if operators is not None:
+            await operators.stop()
         listener.close()
         if tls_listener:
             tls_listener.close()

@@ -85,7 +85,9 @@ class SpillLog:
         number = where >> _OFFSET_BITS
         offset = where & _OFFSET_MASK
         size = message.info.body_size
-        segment = self._segments[number]
+        segment = self._segments.get(number)
+        if segment is None:
+            raise OSError(f"spilled body {number}/{offset} is not in the spill files")
         start = offset - self._chunk_start
         chunk = self._chunk
         if number == self._chunk_seg and start >= 0 and start + size <= len(chunk):

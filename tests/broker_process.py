@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 READY_PATTERN = re.compile(r"listening on \[?([0-9a-fA-F:.]+)\]?:(\d+)")
+HTTP_PATTERN = re.compile(
+    r"(management API|Prometheus metrics) on http://\[?([0-9a-fA-F:.]+)\]?:(\d+)"
+)
 
 
 class BrokerProcess:
@@ -31,10 +34,13 @@ class BrokerProcess:
         self.host = "127.0.0.1"
         self.port = 0
         self.log_lines: list[str] = []
+        self.http_ports: dict[str, int] = {}  # "management API" / "Prometheus metrics" -> port
         self._ready = threading.Event()
 
     def start(self, timeout: float = 15.0) -> BrokerProcess:
         args = [sys.executable, "-m", "amqpd", "--port", "0", "--data-dir", str(self.data_dir)]
+        # Operator listeners on free ports: the fixed defaults may be taken on a test machine.
+        args += ["--management-port", "0", "--prometheus-port", "0"]
         env = dict(os.environ)
         env.update(self.env or {})
         self._ready = (
@@ -57,6 +63,9 @@ class BrokerProcess:
         assert proc.stderr is not None
         for line in proc.stderr:
             self.log_lines.append(line.rstrip("\n"))
+            http = HTTP_PATTERN.search(line)
+            if http:
+                self.http_ports[http.group(1)] = int(http.group(3))
             match = READY_PATTERN.search(line)
             if match and not ready.is_set():
                 self.host, self.port = match.group(1), int(match.group(2))
@@ -88,6 +97,15 @@ class BrokerProcess:
                 return True
             time.sleep(0.02)
         return False
+
+    def http_port(self, which: str = "management API", timeout: float = 15.0) -> int:
+        """The port of the management API (or "Prometheus metrics") once it listens."""
+        deadline = time.monotonic() + timeout
+        while which not in self.http_ports:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no {which} listener:\n" + "\n".join(self.log_lines))
+            time.sleep(0.02)
+        return self.http_ports[which]
 
     def __enter__(self) -> BrokerProcess:
         return self.start()

@@ -10,6 +10,8 @@ import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker
 
+from tests.broker_process import external_broker
+
 VHOST = "/"
 DEFAULT_EXCHANGE_REFUSED = "ACCESS_REFUSED - operation not permitted on the default exchange"
 
@@ -45,7 +47,12 @@ def test_declare_with_unknown_type_closes_the_connection(
     with pytest.raises(ConnectionClosedByBroker) as err:
         channel.exchange_declare(unique, exchange_type=kind)
     assert err.value.reply_code == 503
-    assert err.value.reply_text == f"COMMAND_INVALID - {text}"
+    expected = {f"COMMAND_INVALID - {text}"}
+    if kind == "Direct" and external_broker() is not None:
+        # Against RabbitMQ only: whether 'Direct' is "unknown" or "invalid" depends on whether
+        # that atom already exists in its VM, which the management plugin's code creates.
+        expected.add("COMMAND_INVALID - invalid exchange type 'Direct'")
+    assert err.value.reply_text in expected
     assert connection.is_closed
 
 

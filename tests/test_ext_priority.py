@@ -94,15 +94,16 @@ def test_invalid_max_priority(connection, unique, value, detail):
 
 
 def test_priority_queue_expires_only_at_its_head(channel, unique):
-    channel.queue_declare(unique, arguments={"x-max-priority": 5, "x-message-ttl": 300})
+    channel.queue_declare(unique, arguments={"x-max-priority": 5, "x-message-ttl": 1500})
     channel.confirm_delivery()
-    _publish(channel, unique, [(b"low", 1)])
-    time.sleep(0.15)
-    _publish(channel, unique, [(b"high", 5)])  # the head from now on, expiring later
-    time.sleep(0.25)  # low is past its deadline, high is not
+    channel.basic_publish("", unique, b"low", pika.BasicProperties(priority=1, expiration="100"))
+    _publish(channel, unique, [(b"high", 5)])  # the head from now on, expiring 1.4 s later
+    time.sleep(0.3)  # low is past its deadline, high is not (by over a second: load-proof)
     assert channel.queue_declare(unique, passive=True).method.message_count == 2
-    time.sleep(0.3)
-    assert channel.queue_declare(unique, passive=True).method.message_count == 0
+    deadline = time.monotonic() + 5
+    while channel.queue_declare(unique, passive=True).method.message_count:
+        assert time.monotonic() < deadline, "the head never expired"
+        time.sleep(0.05)
 
 
 def test_priority_queue_drop_head_drops_the_highest(channel, unique):

@@ -356,8 +356,11 @@ def wait_until_stalled(
     publisher: Client, others: list[Client], stall: float, deadline: float
 ) -> None:
     """Pump the publisher (reading `others` meanwhile) until the kernel has taken none of
-    its output for `stall` seconds; fail if it sends everything or the deadline passes."""
-    while time.monotonic() - publisher.last_progress < stall:
+    its output for `stall` seconds; fail if it sends everything or the deadline passes.
+    The stall is timed from this call at the earliest: time spent before it (connecting
+    other clients on a loaded machine) saw no pumping and is no sign of a paused broker."""
+    started = time.monotonic()
+    while time.monotonic() - max(publisher.last_progress, started) < stall:
         assert publisher.pending_out, "the publisher was never stopped: everything was sent"
         assert time.monotonic() < deadline, "the publisher's socket never stopped accepting"
         publisher.poll(0.05)

@@ -235,3 +235,56 @@ def test_recovery_leaves_bodies_in_the_log(tmp_path: Path) -> None:
             if len(seen) == count:
                 break
         connection.close()
+
+
+@pytest.mark.skipif(external_broker() is not None, reason="damages its own amqpd's log")
+def test_a_damaged_record_under_a_live_broker_drops_that_message_only(tmp_path: Path) -> None:
+    count, size = 1000, 64 * 1024  # 64 MiB of bodies: most past the resident head (16 MiB)
+    lost = (900, 980)  # well past the head: read back by basic.get, then by a consumer
+    data = tmp_path / "data"
+    with BrokerProcess(data) as broker:
+        params = pika.ConnectionParameters(broker.host, broker.port)
+        connection = pika.BlockingConnection(params)
+        channel = connection.channel()
+        channel.queue_declare("damaged", durable=True)
+        channel.confirm_delivery()
+        persistent = pika.BasicProperties(delivery_mode=2)
+        for i in range(count):
+            channel.basic_publish("", "damaged", struct.pack(">Q", i) * (size // 8), persistent)
+        time.sleep(1.0)  # the pager runs every 100 ms: the bodies past the head leave memory
+        damaged = 0
+        for segment in data.glob("**/segment-*.log"):
+            content = segment.read_bytes()
+            for number in lost:
+                at = content.find(struct.pack(">Q", number) * 16)
+                if at >= 0:
+                    with segment.open("r+b") as file:  # in place: the broker keeps it open
+                        file.seek(at + 100)
+                        file.write(b"\xff")
+                    damaged += 1
+        assert damaged == len(lost)
+        seen = []
+        while not seen or seen[-1] < 950:
+            method, _properties, body = channel.basic_get("damaged")
+            assert method is not None, f"empty after {len(seen)}"
+            seen.append(struct.unpack(">Q", body[:8])[0])
+            channel.basic_ack(method.delivery_tag)
+        channel.basic_qos(prefetch_count=100)
+        for method, _properties, body in channel.consume("damaged", inactivity_timeout=10):
+            if method is None:
+                break
+            number = struct.unpack(">Q", body[:8])[0]
+            assert body == struct.pack(">Q", number) * (size // 8)
+            seen.append(number)
+            channel.basic_ack(method.delivery_tag)
+        assert seen == [i for i in range(count) if i not in lost]
+        channel.cancel()
+        # the broker keeps serving: the queue is empty, nothing loops or is redelivered
+        assert channel.queue_declare("damaged", durable=True).method.message_count == 0
+        channel.basic_publish("", "damaged", b"after", persistent)
+        method, _properties, body = channel.basic_get("damaged", auto_ack=True)
+        assert body == b"after"
+        connection.close()
+        assert broker.wait_for_log("dropped a message whose body is lost")
+        lines = [line for line in broker.log_lines if "lost" in line or "Traceback" in line]
+        assert len(lines) == len(lost), lines

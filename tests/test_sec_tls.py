@@ -125,7 +125,7 @@ def test_external_needs_a_known_user(tls: Tls) -> None:
     with pytest.raises(pika.exceptions.AMQPConnectionError):
         _pika(tls, tls.stranger_cert, credentials=pika.credentials.ExternalCredentials())
     lines = log_since(tls.proc, mark)
-    assert any("using EXTERNAL: user 'nobody', no such user" in line for line in lines), lines
+    assert any("(user 'nobody') using EXTERNAL: no such user" in line for line in lines), lines
 
 
 def test_external_not_offered_without_a_certificate(tls: Tls) -> None:
@@ -183,6 +183,8 @@ def test_plaintext_client_on_the_tls_port_is_closed(tls: Tls) -> None:
     conn.close()
     lines = log_since(tls.proc, mark)
     assert not any("Traceback" in line for line in lines), lines
+    # Each connection's accepted / authenticated / closed lines are logged at INFO by design.
+    lines = [line for line in lines if " INFO amqpd.connection: " not in line]
     assert len(lines) <= 2, lines
 
 

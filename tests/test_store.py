@@ -63,7 +63,14 @@ def ids(recovered: Recovered, queue: str) -> list[int]:
 
 
 def dir_bytes(directory: Path) -> int:
-    return sum(p.stat().st_size for _, p in list_segments(directory))
+    """Bytes in the log's segments; safe while the writer thread deletes segments."""
+    total = 0
+    for _, p in list_segments(directory):
+        try:
+            total += p.stat().st_size
+        except FileNotFoundError:  # reclaimed between the listing and the stat
+            pass
+    return total
 
 
 def all_log_bytes(directory: Path) -> bytes:

@@ -11,7 +11,10 @@ would refuse it).
 Body residency: a message whose body is kept elsewhere (its record in the store's log, or a
 spill file) can drop it from memory with `evict_body(source)`; `body` reads it back through
 `source.read_body(message)` the next time someone asks and keeps it again until the message
-is gone. `core` does no I/O itself: the source is injected by whoever evicts.
+is gone. `core` does no I/O itself: the source is injected by whoever evicts. A source that
+cannot give a body back (its record is missing or damaged) raises an `OSError`;
+`reload()` turns that into a value, so that the one delivering can drop the lost message
+(as RabbitMQ drops a message its store lost) instead of failing mid-dispatch.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ class ContentInfo(Protocol):
 
 
 class BodySource(Protocol):
-    """Where an evicted body can be read back from (a store's log, a spill file)."""
+    """Where an evicted body can be read back from (a store's log, a spill file); raises an
+    `OSError` if the body is lost."""
 
     def read_body(self, message: Message) -> bytes: ...
 
@@ -118,6 +122,15 @@ class Message:
             body = self._body = self.source.read_body(self)
             self.source = None
         return body
+
+    def reload(self) -> OSError | None:
+        """Read an evicted body back now: None once it is in memory, else the error that lost
+        it (the body stays absent, and reading it again fails again)."""
+        try:
+            self.body  # noqa: B018
+        except OSError as error:
+            return error
+        return None
 
     @property
     def resident(self) -> bool:

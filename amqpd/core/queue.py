@@ -26,6 +26,7 @@ from amqpd.core.lease import Lease
 from amqpd.core.message import Message
 from amqpd.core.priority import PriorityMessages
 from amqpd.core.quorum import DELIVERY_LIMIT, count_returns, counted_copy
+from amqpd.core.stats import MessageStats
 from amqpd.store import Store
 
 Entry = tuple[int, Message, bool]
@@ -82,6 +83,11 @@ class Queue:
         self.store: Store | None = None  # set for durable, non-exclusive queues
         self.backlogged = False
         self.drain_waiters: list[Callable[[Queue], None]] = []  # called once backlog clears
+        # Statistics: deliveries to consumers and basic.gets of this queue; the vhost's
+        # counters (shared by its queues) are counted in the same places.
+        self.delivered_count = 0
+        self.get_count = 0
+        self.vhost_stats = MessageStats()
         self.clock: Clock = clock or ManualClock()
         self._dead_letter = dead_letter
         self._unused = unused  # called when an x-expires lease runs out
@@ -133,6 +139,11 @@ class Queue:
 
     def __len__(self) -> int:
         return len(self.messages)
+
+    @property
+    def enqueued_count(self) -> int:
+        """Messages enqueued since the queue was declared or recovered (statistics)."""
+        return self._next_seq
 
     # -- messages -------------------------------------------------------------------------
 
@@ -284,12 +295,18 @@ class Queue:
         if self.expires is not None:
             self.touch()
         if self.extended or self.may_expire:
-            return self._take_extended()
-        if not self.messages:
-            return None
-        entry = self.messages.popleft()
-        if self.backlogged and len(self.messages) <= FLOW_LOW:
-            self.release_publishers()
+            entry = self._take_extended()
+        elif not self.messages:
+            entry = None
+        else:
+            entry = self.messages.popleft()
+            if self.backlogged and len(self.messages) <= FLOW_LOW:
+                self.release_publishers()
+        if entry is None:
+            self.vhost_stats.get_empty += 1
+        else:
+            self.get_count += 1
+            self.vhost_stats.get += 1
         return entry
 
     def _take_extended(self) -> Entry | None:
@@ -483,6 +500,7 @@ class Queue:
             return
         messages = self.messages
         consumers = self.consumers
+        before = len(messages)
         if len(consumers) == 1:  # the common case: no round robin to keep
             consumer = consumers[0]
             while messages and consumer.ready():
@@ -502,8 +520,15 @@ class Queue:
                     break
             else:
                 break
+        self._count_deliveries(before - len(messages))
         if self.backlogged and len(messages) <= FLOW_LOW:
             self.release_publishers()
+
+    def _count_deliveries(self, sent: int) -> None:
+        """Statistics, once per dispatch pass."""
+        if sent > 0:
+            self.delivered_count += sent
+            self.vhost_stats.deliver += sent
 
     def _dispatch_extended(self, now: int | None = None) -> None:
         """Dispatch with the extensions: expired messages are dropped as they are taken
@@ -521,6 +546,7 @@ class Queue:
             and self.max_bytes is None
             and not self.quorum
         )
+        sent = 0  # deliveries, for statistics (expired messages leave the queue too)
         if single:  # the common case, as in the plain dispatch: one consumer, no extras
             consumer = consumers[0]
             ready, deliver, popleft = consumer.ready, consumer.deliver, messages.popleft
@@ -536,6 +562,7 @@ class Queue:
                         self._discard([message], EXPIRED)
                         continue
                 deliver(self, seq, message, redelivered)
+                sent += 1
                 if not consumers or consumers[0] is not consumer:
                     break
         priorities = self.consumer_priorities
@@ -558,6 +585,8 @@ class Queue:
             if self.quorum:
                 message = counted_copy(message)
             consumer.deliver(self, seq, message, redelivered)
+            sent += 1
+        self._count_deliveries(sent)
         if self.backlogged and len(messages) <= FLOW_LOW:
             self.release_publishers()
         # A new head needs its timer; with a queue TTL only (deadlines in queue order) an

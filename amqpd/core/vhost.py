@@ -51,6 +51,7 @@ from amqpd.core.naming import generated_queue_name
 from amqpd.core.queue import Queue
 from amqpd.core.reply_to import REPLY_TO, REPLY_TO_PREFIX, ReplyQueues, stand_in
 from amqpd.core.routing import sender_selected, walk
+from amqpd.core.stats import MessageStats
 from amqpd.core.table import TableError
 from amqpd.core.ttl import with_arrival
 from amqpd.store import BindingRecord, ExchangeRecord, QueueRecord, Store
@@ -88,6 +89,7 @@ class VHost:
         self.store = store
         self.next_message_id = 1
         self.durability = Durability()  # the store's durable ticket and who waits for it
+        self.stats = MessageStats()
         self.exchanges[""] = EXCHANGE_TYPES["direct"]("", name, durable=True)
         for exchange_name, type_name in DEFAULT_EXCHANGES:
             self.exchanges[exchange_name] = EXCHANGE_TYPES[type_name](
@@ -327,6 +329,7 @@ class VHost:
             dead_letter=self.dead_letter,
             unused=self.remove_queue,
         )
+        queue.vhost_stats = self.stats
         self.queues[name] = queue
         if queue.rejects:
             self.rejecting += 1
@@ -509,6 +512,7 @@ class VHost:
             queues = self.route_keys(exchange, message, sender_selected(message, self.parse_header))
         else:
             queues = self.route(exchange, message)
+        self.stats.publish += 1
         if self.rejecting:
             self.refused = False
             if queues:

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from amqpd.store import records as R
+from amqpd.store.idmaps import FlagMap
 from amqpd.store.index import MISSING, OFF_MASK, LogIndex, Segment
+from amqpd.store.latency import Histogram
 from amqpd.store.records import (
     FILE_HEADER_SIZE,
     BindingRecord,
@@ -61,6 +63,8 @@ class LogHead:
         self.disk_bytes = 0
         self.appended = 0
         self.fsyncs = 0
+        self.write_seconds = Histogram()  # per run_writes that wrote something
+        self.fsync_seconds = Histogram()  # per fdatasync of the segment being written
         self._writing: Segment | None = None  # the segment the open write fd belongs to
         self._buf: list[bytes] = []
         self._writes: list[tuple[int, Segment, bytes]] = []
@@ -110,7 +114,7 @@ class LogHead:
                     for name, delivered in queues.items():
                         held = qmsgs.get(name)
                         if held is None:
-                            held = qmsgs[name] = {}
+                            held = qmsgs[name] = FlagMap()
                         held[mid] = delivered
                     if len(queues) > 1:
                         refs[mid] = len(queues)
@@ -167,7 +171,7 @@ class LogHead:
         elif kind == QDECL:
             qrec: QueueRecord = op[1]
             index.queues[qrec.name] = qrec
-            index.qmsgs.setdefault(qrec.name, {})
+            index.qmsgs.setdefault(qrec.name, FlagMap())
             return self.emit_twice(R.encode_queue(qrec))
         elif kind == BIND:
             brec: BindingRecord = op[1]
@@ -247,6 +251,7 @@ class LogHead:
         """Carry out scheduled file operations; False if the disk is full (kept for retry)."""
         self.end_buf()
         self.wrote = False
+        started = time.monotonic()
         while self._writes:
             kind, seg, data = self._writes[0]
             good = seg.written
@@ -279,13 +284,17 @@ class LogHead:
             self.disk_bytes += seg.written - good
             self.wrote = True
             del self._writes[0]
+        if self.wrote:
+            self.write_seconds.observe(time.monotonic() - started)
         return True
 
     def sync(self) -> None:
         """fdatasync the segment being written."""
         seg = self._writing
         if seg is not None and seg.fd >= 0:
+            started = time.monotonic()
             os.fdatasync(seg.fd)
+            self.fsync_seconds.observe(time.monotonic() - started)
             self.fsyncs += 1
         self.dirty = False
         self.last_sync = time.monotonic()

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from amqpd.store.idmaps import FlagMap, LocationMap
 from amqpd.store.records import BindingRecord, ExchangeRecord, QueueRecord
 
 OFF_MASK = 0xFFFFFFFF
@@ -55,24 +56,22 @@ class LogIndex:
         self.exchanges: dict[str, ExchangeRecord] = {}
         self.queues: dict[str, QueueRecord] = {}
         self.bindings: dict[tuple[str, str, str, str, bytes], BindingRecord] = {}
-        self.loc: dict[int, int] = {}  # message id -> segment << 64 | offset << 32 | size
+        self.loc = LocationMap()  # message id -> segment << 64 | offset << 32 | size
         self.refs: dict[int, int] = {}  # message id -> number of queues, only when > 1
-        self.qmsgs: dict[str, dict[int, bool]] = {}  # queue -> {message id: delivered}
+        self.qmsgs: dict[str, FlagMap] = {}  # queue -> {message id: delivered}
         self.qdeliv: dict[str, int] = {}  # queue -> delivered watermark (ids <= it delivered)
         self.segs: dict[int, Segment] = {}  # oldest first
         self.max_id = 0
         self._peak = 0  # most live messages since the last shrink
 
     def shrink(self) -> None:
-        """Give back the memory of dicts that emptied: a dict keeps its largest table until
-        it is rebuilt, so after a deep queue drained the index would hold it for good."""
-        live = len(self.loc)
+        """Give back the memory of the refs dict once it emptied: a dict keeps its largest
+        table until it is rebuilt (the id maps free their blocks as they empty)."""
+        live = len(self.refs)
         peak = self._peak = max(self._peak, live)
         if peak < 4096 or live > peak // 4:
             return
-        self.loc = dict(self.loc)
         self.refs = dict(self.refs)
-        self.qmsgs = {name: dict(held) for name, held in self.qmsgs.items()}
         self._peak = live
 
     def live_bytes(self) -> int:
@@ -88,7 +87,7 @@ class LogIndex:
         for name, delivered in queues.items():
             held = qmsgs.get(name)
             if held is None:
-                held = qmsgs[name] = {}
+                held = qmsgs[name] = FlagMap()
             held[mid] = delivered
         if len(queues) > 1:
             self.refs[mid] = len(queues)

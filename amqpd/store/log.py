@@ -64,6 +64,7 @@ from amqpd.store.head import (
     LogHead,
 )
 from amqpd.store.index import LogIndex
+from amqpd.store.latency import Histogram
 from amqpd.store.reader import LogReader
 from amqpd.store.reclaim import IDLE_RECLAIM_DELAY, Reclaimer
 from amqpd.store.records import BindingRecord, ExchangeRecord, QueueRecord, Recovered
@@ -330,6 +331,10 @@ class DurableStore:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+    def latencies(self) -> dict[str, Histogram]:
+        """Histograms of the writer's batches and fdatasyncs (seconds), for metrics."""
+        return {"write": self._head.write_seconds, "fsync": self._head.fsync_seconds}
 
     def stats(self) -> dict[str, int | bool]:
         head = self._head

@@ -26,8 +26,9 @@ READ_AHEAD = 256 * 1024
 MOVED_WAIT = 2.0  # seconds to wait for a moved record to be written before giving up
 
 
-class ReadBackFailed(Exception):
-    """A body could not be read back from the log (missing or damaged record)."""
+class ReadBackFailed(OSError):
+    """A body could not be read back from the log (missing or damaged record). An `OSError`,
+    as `Message.reload` expects of a body source that lost a body."""
 
 
 class LogReader:

@@ -23,6 +23,7 @@ from struct import Struct
 from typing import Any
 
 from amqpd.store import records as R
+from amqpd.store.idmaps import FlagMap
 from amqpd.store.index import OFF_MASK, LogIndex, Segment
 from amqpd.store.records import FILE_HEADER_SIZE, RECORD_HEAD_SIZE, RecoveredMessage
 from amqpd.store.segments import ScanResult, fsync_directory, header_ok, list_segments, scan
@@ -143,14 +144,14 @@ def _replay_segment(
                     holders.append((name, flag == 1))
                 if mid > max_id:
                     max_id = mid
-                if mid in loc:
+                if loc.get(mid) is not None:  # a copy re-appended by compaction
                     seg.live_count, seg.live_bytes = live_count, live_bytes
                     _forget_copy(index, mid, datas)
                     live_count, live_bytes = seg.live_count, seg.live_bytes
                 for name, delivered in holders:
                     held = qmsgs.get(name)
                     if held is None:
-                        held = qmsgs[name] = {}
+                        held = qmsgs[name] = FlagMap()
                     held[mid] = delivered
                 if count:
                     if count > 1:
@@ -236,7 +237,7 @@ def _replay_other(index: LogIndex, rtype: int, data: bytes, p: int, end: int) ->
     elif rtype == R.QUEUE:
         q = R.decode_queue(data, p, end)
         index.queues[q.name] = q
-        index.qmsgs.setdefault(q.name, {})
+        index.qmsgs.setdefault(q.name, FlagMap())
     elif rtype == R.BIND:
         b = R.decode_binding(data, p, end)
         index.bindings[R.binding_key(b)] = b

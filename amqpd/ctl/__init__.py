@@ -1,0 +1,1 @@
+"""`amqpctl`: rabbitmqctl-style commands against amqpd's management API (or RabbitMQ's)."""

@@ -35,6 +35,7 @@ from amqpd.restore import restore
 from amqpd.scheduler import TickScheduler
 from amqpd.spill import SpillLog
 from amqpd.store import DurableStore, StoreFailed
+from amqpd.testclock import ShiftedClock
 from amqpd.timers import LoopClock
 from amqpd.wire.content import peek_header
 
@@ -68,6 +69,8 @@ class Broker:
         self.blocked_reason = ""
         self.stopping = asyncio.Event()
         self.recovery_seconds: dict[str, float] = {}  # per vhost, for metrics
+        # With test controls on, the core's clock (TTLs, x-expires) can be moved forward.
+        self.test_clock = ShiftedClock(loop) if config.test_controls else None
 
     def alarms(self) -> list[str]:
         """The resource alarms in effect, by RabbitMQ's names: "memory", "disk"."""
@@ -94,7 +97,7 @@ class Broker:
                 name,
                 schedule=self.scheduler.dispatch,
                 store=store,
-                clock=LoopClock(self.loop),
+                clock=self.test_clock or LoopClock(self.loop),
                 parse_header=peek_header,
             )
             restore(vhost, recovered)

@@ -83,6 +83,7 @@ class Config:
     prometheus_port: int = 15692
     definitions_file: str = ""
     log_format: str = "text"
+    test_controls: bool = False  # the /api/amqpd-test endpoints and a movable broker clock
     vhosts: tuple[str, ...] = ("/",)
     users: tuple[User, ...] = (User("guest", "guest", {"/": Permission()}, ("administrator",)),)
 
@@ -161,6 +162,7 @@ SCALARS: Mapping[str, _Scalar] = MappingProxyType(
         "prometheus_port": _Scalar(int, _check_int(0, 65535)),
         "definitions_file": _Scalar(str, _check_anything),
         "log_format": _Scalar(str, _check_choice(LOG_FORMATS), lower=True),
+        "test_controls": _Scalar(bool, _check_anything),
     }
 )
 LIST_KEYS = ("vhosts", "users")
@@ -176,6 +178,7 @@ FLAG_KEYS = (
     "definitions_file",
     "log_format",
     "memory_high_watermark",
+    "test_controls",
 )
 ENV_PREFIX = "AMQPD_"
 # AMQPD_* variables that are not settings but are read elsewhere (the accelerated codec's
@@ -355,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--definitions-file", metavar="FILE", help="RabbitMQ definitions JSON to load at startup"
     )
     parser.add_argument("--log-format", metavar="FORMAT", help="text or json (default text)")
+    parser.add_argument(
+        "--test-controls", metavar="on|off", help="test clock and fault injection (default off)"
+    )
     parser.add_argument("--version", action="version", version=f"amqpd {__version__}")
     return parser
 

@@ -35,7 +35,7 @@ from amqpd.restore import restore
 from amqpd.scheduler import TickScheduler
 from amqpd.spill import SpillLog
 from amqpd.store import DurableStore, StoreFailed
-from amqpd.testclock import ShiftedClock
+from amqpd.testclock import ShiftedClock, ShiftedLoopClock
 from amqpd.timers import LoopClock
 from amqpd.wire.content import peek_header
 
@@ -69,8 +69,11 @@ class Broker:
         self.blocked_reason = ""
         self.stopping = asyncio.Event()
         self.recovery_seconds: dict[str, float] = {}  # per vhost, for metrics
-        # With test controls on, the core's clock (TTLs, x-expires) can be moved forward.
-        self.test_clock = ShiftedClock(loop) if config.test_controls else None
+        # With test controls on, the core's clock (TTLs, x-expires) and the connections' clock
+        # (heartbeats, handshake timeout) can be moved forward; None otherwise.
+        controls = config.test_controls
+        self.test_clock = ShiftedClock(loop) if controls else None
+        self.connection_clock = ShiftedLoopClock(loop) if controls else None
 
     def alarms(self) -> list[str]:
         """The resource alarms in effect, by RabbitMQ's names: "memory", "disk"."""

@@ -88,9 +88,30 @@ def test_advance_expires_an_unused_queue(broker: tuple[BrokerProcess, Api]) -> N
         assert raised.value.reply_code == 404
 
 
+def test_connections_keep_real_time_unless_asked(broker: tuple[BrokerProcess, Api]) -> None:
+    proc, api = broker
+    with _connect(proc, "heartbeats") as connection:
+        _wait_connection(api, "heartbeats")
+        listed = [c for c in api.get("/api/connections") if c["user_provided_name"] == "heartbeats"]
+        assert listed[0]["timeout"] == 60  # the negotiated heartbeat
+        channel = connection.channel()
+        api.request("POST", "/api/amqpd-test/clock/advance", {"seconds": 600})
+        connection.process_data_events(time_limit=0.2)
+        channel.queue_declare("", exclusive=True)  # still up: heartbeats are real time
+        status, _body, _ = api.request(
+            "POST", "/api/amqpd-test/clock/advance", {"seconds": 121, "connections": True}
+        )
+        assert status == 200
+        with pytest.raises(pika.exceptions.AMQPConnectionError):
+            for _ in range(50):
+                connection.process_data_events(time_limit=0.05)
+                channel.queue_declare("", exclusive=True)
+    assert proc.wait_for_log("missed heartbeats from client")
+
+
 def test_advance_rejects_going_back(broker: tuple[BrokerProcess, Api]) -> None:
     _proc, api = broker
-    for body in ({"seconds": -1}, {"seconds": "1"}, {}):
+    for body in ({"seconds": -1}, {"seconds": "1"}, {}, {"seconds": 1, "connections": 1}):
         status, _reply, _ = api.request("POST", "/api/amqpd-test/clock/advance", body)
         assert status == 400, body
 

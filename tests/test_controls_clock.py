@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from amqpd.testclock import ShiftedClock
+from amqpd.testclock import ShiftedClock, ShiftedLoopClock
 
 
 class FakeHandle:
@@ -23,6 +23,10 @@ class FakeHandle:
 class FakeLoop:
     def __init__(self) -> None:
         self.handles: list[FakeHandle] = []
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
 
     def call_later(self, delay: float, callback: Callable[[], Any]) -> FakeHandle:
         handle = FakeHandle(delay, callback)
@@ -84,3 +88,19 @@ def test_only_forward() -> None:
         clock.advance(-1)
     with pytest.raises(ValueError):
         clock.advance(float("nan"))
+
+
+def test_loop_clock_moves_connection_time_and_fires_due_timers() -> None:
+    loop = FakeLoop()
+    clock = ShiftedLoopClock(loop)  # type: ignore[arg-type]
+    ran: list[str] = []
+    clock.call_later(30, lambda: ran.append("heartbeat"))
+    clock.call_later(10, lambda: ran.append("handshake"))
+    assert clock.time() == 1000.0
+    assert clock.advance(20) == 1
+    assert ran == ["handshake"]
+    assert clock.time() == 1020.0
+    loop.now += 10  # real time passes as well
+    assert clock.advance(0) == 1
+    assert ran == ["handshake", "heartbeat"]
+    assert [h.cancelled for h in loop.handles] == [True, True]

@@ -5,7 +5,8 @@ on RabbitMQ. All of them need the administrator tag.
 
 - `GET  /api/amqpd-test/clock` -> `{"now": ms, "offset": s}`: the broker's (shifted) time.
 - `POST /api/amqpd-test/clock/advance {"seconds": S}`: move broker time forward; TTLs and
-  `x-expires` that fall due are applied at once.
+  `x-expires` that fall due are applied at once. With `"connections": true` the connections'
+  clock moves too: heartbeat and handshake timeouts that fall due close those connections.
 - `POST /api/amqpd-test/connections/{name}/reset`: drop the socket without a close (TCP RST).
 - `POST|DELETE /api/amqpd-test/connections/{name}/blocked {"reason": R}`: send
   connection.blocked / connection.unblocked and stop / resume reading from it.
@@ -79,7 +80,14 @@ def show_clock(call: Call) -> Any:
 
 def advance_clock(call: Call) -> Any:
     clock = _clock(call)
-    ran = clock.advance(_seconds(call))
+    seconds = _seconds(call)
+    connections = call.json().get("connections", False)
+    if not isinstance(connections, bool):
+        raise bad_request("connections must be true or false")
+    ran = clock.advance(seconds)
+    connection_clock = call.mgmt.broker.connection_clock
+    if connections and connection_clock is not None:
+        ran += connection_clock.advance(seconds)
     return {"now": clock.now(), "offset": clock.offset, "timers_run": ran}
 
 

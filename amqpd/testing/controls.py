@@ -27,7 +27,7 @@ def _segment(text: str) -> str:
 
 
 class Clock:
-    """The broker's clock: only the core's time moves (TTLs, x-expires); see amqpd/testclock.py."""
+    """The broker's clock (TTLs, x-expires; heartbeats on request); see amqpd/testclock.py."""
 
     def __init__(self, client: ManagementClient) -> None:
         self._client = client
@@ -36,10 +36,12 @@ class Clock:
         """Broker time in seconds since the epoch (the system clock plus every advance)."""
         return float(self._client.call("GET", "/api/amqpd-test/clock")["now"]) / 1000
 
-    def advance(self, seconds: float) -> float:
+    def advance(self, seconds: float, connections: bool = False) -> float:
         """Move broker time forward; messages and queues that expire by then go at once.
-        Returns the new broker time."""
-        reply = self._client.call("POST", "/api/amqpd-test/clock/advance", {"seconds": seconds})
+        With `connections`, the connections' time moves too: heartbeat timeouts fall due
+        (clients send heartbeats in real time). Returns the new broker time."""
+        body = {"seconds": seconds, "connections": connections}
+        reply = self._client.call("POST", "/api/amqpd-test/clock/advance", body)
         return float(reply["now"]) / 1000
 
 

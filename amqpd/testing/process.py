@@ -141,7 +141,7 @@ class Broker:
 
     @property
     def clock(self) -> Clock:
-        """`advance(seconds)` moves broker time (TTLs, x-expires) forward; `now()`."""
+        """`advance(seconds, connections=False)` moves broker time forward; `now()`."""
         return self.controls.clock
 
     @property

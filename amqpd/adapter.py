@@ -1,6 +1,7 @@
 """The asyncio.Protocol for one client socket: a thin adapter around `Connection`.
 
-It creates the connection with the running event loop as its clock and forwards every
+It creates the connection with the running event loop as its clock (or the clock it is
+given: the test controls' movable one) and forwards every
 transport event to it unchanged. All protocol rules live in connection.py, which can be
 driven without a socket.
 """
@@ -10,13 +11,14 @@ from __future__ import annotations
 import asyncio
 
 from amqpd.connection import BrokerView, Connection
+from amqpd.transport import Clock
 
 
 class AmqpProtocol(asyncio.Protocol):
     __slots__ = ("connection",)
 
-    def __init__(self, broker: BrokerView) -> None:
-        self.connection = Connection(broker, asyncio.get_running_loop())
+    def __init__(self, broker: BrokerView, clock: Clock | None = None) -> None:
+        self.connection = Connection(broker, clock or asyncio.get_running_loop())
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.connection.connection_made(transport)  # type: ignore[arg-type]  # a Transport

@@ -36,6 +36,7 @@ from amqpd.restore import restore
 from amqpd.scheduler import TickScheduler
 from amqpd.spill import SpillLog
 from amqpd.store import DurableStore, StoreFailed
+from amqpd.testclock import ShiftedClock, ShiftedLoopClock
 from amqpd.timers import LoopClock
 from amqpd.wire.content import peek_header
 
@@ -70,6 +71,11 @@ class Broker:
         self.logins = LoginGuard()  # failed logins per peer: delays, bounded logging
         self.stopping = asyncio.Event()
         self.recovery_seconds: dict[str, float] = {}  # per vhost, for metrics
+        # With test controls on, the core's clock (TTLs, x-expires) and the connections' clock
+        # (heartbeats, handshake timeout) can be moved forward; None otherwise.
+        controls = config.test_controls
+        self.test_clock = ShiftedClock(loop) if controls else None
+        self.connection_clock = ShiftedLoopClock(loop) if controls else None
 
     def alarms(self) -> list[str]:
         """The resource alarms in effect, by RabbitMQ's names: "memory", "disk"."""
@@ -96,7 +102,7 @@ class Broker:
                 name,
                 schedule=self.scheduler.dispatch,
                 store=store,
-                clock=LoopClock(self.loop),
+                clock=self.test_clock or LoopClock(self.loop),
                 parse_header=peek_header,
             )
             restore(vhost, recovered)

@@ -519,6 +519,17 @@ class Channel:
         if self.host.cancel_notify and not self.closing:
             self.reply(commands.Basic.Cancel(consumer_tag=consumer.tag, nowait=True))
 
+    def server_cancel(self, tag: str) -> bool:
+        """Cancel a consumer from the broker's side (test controls): detach it from its queue
+        and send basic.cancel if the client listens, as when its queue goes away."""
+        consumer = self.consumers.pop(tag, None)
+        if consumer is None:
+            return False
+        self._detach(consumer)
+        if self.host.cancel_notify and not self.closing:
+            self.reply(commands.Basic.Cancel(consumer_tag=tag, nowait=True))
+        return True
+
     def kick_consumers(self) -> None:
         for consumer in self.consumers.values():
             consumer.queue.kick()

@@ -94,6 +94,7 @@ class Config:
     prometheus_port: int = 15692
     definitions_file: str = ""
     log_format: str = "text"
+    test_controls: bool = False  # the /api/amqpd-test endpoints and a movable broker clock
     vhosts: tuple[str, ...] = ("/",)
     users: tuple[User, ...] = (User("guest", "guest", {"/": Permission()}, ("administrator",)),)
     # Users who may log in only from a loopback address (RabbitMQ's loopback_users).
@@ -187,6 +188,7 @@ SCALARS: Mapping[str, _Scalar] = MappingProxyType(
         "tls_cafile": _Scalar(str, _check_anything),
         "tls_verify_peer": _Scalar(bool, _check_anything),
         "tls_fail_if_no_peer_cert": _Scalar(bool, _check_anything),
+        "test_controls": _Scalar(bool, _check_anything),
     }
 )
 LIST_KEYS = ("vhosts", "users", "loopback_users")
@@ -209,6 +211,7 @@ FLAG_KEYS = (
     "tls_cafile",
     "tls_verify_peer",
     "tls_fail_if_no_peer_cert",
+    "test_controls",
 )
 ENV_PREFIX = "AMQPD_"
 # AMQPD_* variables that are not settings but are read elsewhere (the accelerated codec's
@@ -429,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--definitions-file", metavar="FILE", help="RabbitMQ definitions JSON to load at startup"
     )
     parser.add_argument("--log-format", metavar="FORMAT", help="text or json (default text)")
+    parser.add_argument(
+        "--test-controls", metavar="on|off", help="test clock and fault injection (default off)"
+    )
     parser.add_argument("--version", action="version", version=f"amqpd {__version__}")
     return parser
 

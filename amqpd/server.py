@@ -81,7 +81,10 @@ class Server:
         gc.set_threshold(100_000, 50, 100)
         try:
             listener = await loop.create_server(
-                lambda: AmqpProtocol(broker), self.config.bind, self.config.port, backlog=1024
+                lambda: AmqpProtocol(broker, broker.connection_clock),
+                self.config.bind,
+                self.config.port,
+                backlog=1024,
             )
         except OSError as error:
             log.error(

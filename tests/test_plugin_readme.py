@@ -34,12 +34,18 @@ def test_every_marked_snippet_is_found() -> None:
         "github-actions",
         "gitlab-ci",
         "pytest-rabbitmq-shim",
+        "controls-example",
     }
 
 
 def test_pytest_example(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_readme=snippets()["pytest-example"])
     pytester.runpytest_subprocess(*QUIET, timeout=120).assert_outcomes(passed=3)
+
+
+def test_controls_example(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_readme=snippets()["controls-example"])
+    pytester.runpytest_subprocess(*QUIET, timeout=120).assert_outcomes(passed=2)
 
 
 def test_pytest_rabbitmq_shim(pytester: pytest.Pytester) -> None:

@@ -24,6 +24,7 @@ from amqpd.mgmt import (
     api_general,
     api_policies,
     api_queues,
+    api_testing,
     dashboard,
     shapes,
 )
@@ -51,6 +52,7 @@ def build_router() -> Router:
         api_connections,
         api_definitions,
         api_policies,
+        api_testing,
     ):
         module.register(router)
     return router

@@ -54,6 +54,7 @@ class LogHead:
         self.index = index
         self.segment_bytes = max(4096, segment_bytes)
         self.disk_full = False
+        self.fail_until = 0.0  # test controls: writes raise ENOSPC until this monotonic time
         self.head: Segment | None = None
         self.next_number = 1
         self.strings: dict[str, bytes] = {}  # encoded names and routing keys, bounded
@@ -256,6 +257,8 @@ class LogHead:
             kind, seg, data = self._writes[0]
             good = seg.written
             try:
+                if self.fail_until and time.monotonic() < self.fail_until:
+                    raise OSError(errno.ENOSPC, "No space left on device (test controls)")
                 if kind == _CREATE:
                     prev = self._writing
                     if prev is not None and prev.fd >= 0:

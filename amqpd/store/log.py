@@ -308,6 +308,11 @@ class DurableStore:
         """The last write hit ENOSPC; it is retried every second."""
         return self._head.disk_full
 
+    def fail_writes(self, seconds: float) -> None:
+        """Test controls: file writes fail with ENOSPC for `seconds` from now, as if the disk
+        were full (pending records are kept and retried every second, as for a real one)."""
+        self._head.fail_until = time.monotonic() + seconds
+
     def close(self) -> None:
         """Write what was handed over, sync, stop the writer; bounded by ``CLOSE_TIMEOUT``."""
         if self._closed:

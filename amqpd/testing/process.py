@@ -6,6 +6,8 @@ ends), waits for the ready line and exposes the address (`.url`, `.host`, `.port
 `stop()` is a graceful SIGTERM, `kill()` is SIGKILL of the broker's process group (a crash),
 `restart()` brings it back on the same port and data directory. Every stderr line is kept in
 `.log_lines`. Use it as a context manager; an atexit hook kills whatever is still running.
+Test controls (through the management API): `.clock`, `.faults`, `.connections()`,
+`.wait_for_queue()`, see `amqpd.testing.controls`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from amqpd.testing.controls import Clock, Controls, Faults
 from amqpd.testing.endpoint import Endpoint
+from amqpd.testing.management import ManagementClient
 from amqpd.testing.settings import BrokerSettings
 
 READY_PATTERN = re.compile(r"amqpd ready: listening on \[?([0-9a-fA-F:.]+)\]?:(\d+)")
@@ -79,6 +83,7 @@ class Broker:
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
         self._closed = False
+        self._controls: Controls | None = None
 
     # -- address ------------------------------------------------------------------------------
 
@@ -119,6 +124,44 @@ class Broker:
         if user is not None:
             endpoint = endpoint.with_user(user, password if password is not None else "")
         return endpoint.url
+
+    # -- test controls ------------------------------------------------------------------------
+
+    @property
+    def controls(self) -> Controls:
+        """Clock, faults and wait helpers over this broker's management API."""
+        url = self.management_url
+        if url is None:
+            raise RuntimeError(f"{self.name} has no management API: test controls need one")
+        controls = self._controls
+        if controls is None or controls.base_url != url:
+            client = ManagementClient(url, self.user, self.password)
+            controls = self._controls = Controls(client, self.vhost)
+        return controls
+
+    @property
+    def clock(self) -> Clock:
+        """`advance(seconds, connections=False)` moves broker time forward; `now()`."""
+        return self.controls.clock
+
+    @property
+    def faults(self) -> Faults:
+        return self.controls.faults
+
+    def connections(self) -> list[dict[str, Any]]:
+        """The client connections, as `GET /api/connections` lists them."""
+        return self.controls.connections()
+
+    def wait_for_queue(
+        self,
+        name: str,
+        vhost: str | None = None,
+        messages: int | None = None,
+        consumers: int | None = None,
+        timeout: float = 5.0,
+    ) -> dict[str, Any]:
+        """Wait until queue `name` exists with the given counts; see Controls.wait_for_queue."""
+        return self.controls.wait_for_queue(name, vhost, messages, consumers, timeout)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -4,8 +4,9 @@ Users are given as `{name: password}` (full rights on every vhost, and the `admi
 tag where this amqpd has user tags) or as complete YAML user entries (`{"name", "password",
 "permissions"}`) for tests of permissions. `extra` holds any other key of config/amqpd.yaml
 (e.g. `heartbeat`, `frame_max`) and is validated by amqpd itself when it starts. Operator
-listeners (management API, metrics), where this amqpd has them, get free ports. Pure data:
-no files, no processes.
+listeners (management API, metrics), where this amqpd has them, get free ports, and
+`test_controls` (the movable clock and fault injection of `amqpd.testing.controls`) is on
+unless turned off. Pure data: no files, no processes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class BrokerSettings:
     fsync: str = "never"
     log_level: str = "info"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    test_controls: bool = True
 
     def user_entries(self) -> list[dict[str, Any]]:
         """The `users` list of the YAML file."""
@@ -56,6 +58,8 @@ class BrokerSettings:
 
     def to_yaml(self) -> str:
         data: dict[str, Any] = operator_ports()
+        if _knows("test_controls"):
+            data["test_controls"] = self.test_controls
         data.update(self.extra)
         data.update(
             vhosts=list(self.vhosts),
@@ -73,6 +77,13 @@ def operator_ports() -> dict[str, int]:
 
     known = {item.name for item in fields(Config)}
     return {key: 0 for key in ("management_port", "prometheus_port") if key in known}
+
+
+def _knows(key: str) -> bool:
+    """This amqpd's config has `key` (older ones refuse unknown keys)."""
+    from amqpd.config import Config
+
+    return key in {item.name for item in fields(Config)}
 
 
 def _has_user_tags() -> bool:

@@ -197,8 +197,7 @@ class Broker:
         names = {"memory": "low on memory", "disk": "low on disk"}
         self.blocked_reason = " & ".join(names[alarm] for alarm in self.alarms())
         for connection in list(self.connections):
-            if connection.publisher:
-                connection.set_blocked(bool(self.blocked_reason), self.blocked_reason)
+            connection.alarms_changed(self.blocked_reason)
 
     def _fail(self, error: BaseException) -> None:
         log.critical("the message store failed, stopping: %s", error)

@@ -148,7 +148,9 @@ class Connection:
         self.blocked_notify = False  # the client understands connection.blocked
         self.max_message_size = config.max_message_size
         self.writable = True  # deliveries may be written this tick
-        self.publisher = False  # some channel has published: blocked by resource alarms
+        # Published since the last resource alarm began (or ever): False means the next
+        # publish calls became_publisher, which blocks the connection if an alarm is on.
+        self.publisher = False
         self._unprocessed: list[tuple[int, int, bytes]] = []  # frames left for later turns
         self._out: list[bytes] = []
         self._out_size = 0  # bytes in _out
@@ -303,6 +305,15 @@ class Connection:
         self.publisher = True
         if self.broker.blocked_reason:
             self.set_blocked(True, self.broker.blocked_reason)
+
+    def alarms_changed(self, reason: str) -> None:
+        """Resource alarms changed; `reason` is "" once none is on. As in RabbitMQ, an alarm
+        blocks a connection at its next publish, not before: one that only consumes, or that
+        published earlier and is idle now, goes on (and its client hears nothing)."""
+        if not reason:
+            self.set_blocked(False)
+        elif not self.flow.blocked:
+            self.publisher = False  # checked again at its next publish
 
     def throttle(self, queues: list[Queue]) -> None:
         """Flow control: stop reading from this publisher until those queues' backlogs

@@ -196,10 +196,25 @@ def test_failing_writes_block_publishers_then_recover(broker: tuple[BrokerProces
         channel.queue_declare("controls.disk", durable=True)
         status, _body, _ = api.request("POST", "/api/amqpd-test/store/fail-writes", {"seconds": 1})
         assert status == 204
-        channel.basic_publish("", "controls.disk", b"x", pika.BasicProperties(delivery_mode=2))
+        persistent = pika.BasicProperties(delivery_mode=2)
+        channel.basic_publish("", "controls.disk", b"x", persistent)
+        # The failed write sets the disk alarm; as in RabbitMQ, it blocks this connection at
+        # its next publish ("blocking" until then).
         deadline = time.monotonic() + 10
+        while _state(api, "disk-full") != "blocking" and time.monotonic() < deadline:
+            connection.process_data_events(time_limit=0.05)
+        assert events == [] and _state(api, "disk-full") == "blocking"
+        channel.basic_publish("", "controls.disk", b"y", persistent)
         while events != ["blocked", "unblocked"] and time.monotonic() < deadline:
             connection.process_data_events(time_limit=0.1)
         assert events == ["blocked", "unblocked"]
-        assert api.get(f"/api/queues/{q('/')}/controls.disk")["messages"] == 1
+        assert api.get(f"/api/queues/{q('/')}/controls.disk")["messages"] == 2
         channel.queue_delete("controls.disk")
+
+
+def _state(api: Api, name: str) -> str:
+    """The management API's state of the connection named `name`."""
+    for connection in api.get("/api/connections"):
+        if connection["client_properties"].get("connection_name") == name:
+            return str(connection["state"])
+    return "gone"

@@ -113,6 +113,13 @@ def test_memory_alarm_blocks_and_unblocks_a_pika_publisher(tmp_path: Path) -> No
         publisher.add_on_connection_unblocked_callback(lambda _c, _f: events.append("unblocked"))
         pub = publisher.channel()
         pub.queue_declare("mem-alarm")
+        # A connection that published before the alarm and is idle during it is not blocked
+        # (RabbitMQ blocks at the next publish): its client hears nothing.
+        idle = pika.BlockingConnection(params)
+        idle_events: list[str] = []
+        idle.add_on_connection_blocked_callback(lambda _c, _f: idle_events.append("blocked"))
+        idle.add_on_connection_unblocked_callback(lambda _c, _f: idle_events.append("unblocked"))
+        idle.channel().basic_publish("", "mem-alarm", b"before")
         sub = consumer.channel()
         tags: list[int] = []
         sub.basic_consume("mem-alarm", lambda _ch, method, _p, _b: tags.append(method.delivery_tag))
@@ -127,6 +134,8 @@ def test_memory_alarm_blocks_and_unblocks_a_pika_publisher(tmp_path: Path) -> No
             publisher.process_data_events(time_limit=0.01)
         assert events == ["low on memory"], (events, sent)
         assert broker.wait_for_log("memory alarm set")
+        idle.process_data_events(time_limit=0.2)
+        assert idle_events == []
         # Consumers and their acks keep flowing while publishers are blocked: acking frees
         # the memory, which clears the alarm.
         while "unblocked" not in events and time.monotonic() < deadline:
@@ -137,6 +146,9 @@ def test_memory_alarm_blocks_and_unblocks_a_pika_publisher(tmp_path: Path) -> No
             publisher.process_data_events(time_limit=0.05)
         assert events == ["low on memory", "unblocked"]
         assert broker.wait_for_log("memory alarm cleared")
+        idle.process_data_events(time_limit=0.2)
+        assert idle_events == []
+        idle.close()
         pub.basic_publish("", "mem-alarm", b"after")
         publisher.close()
         consumer.close()

@@ -38,7 +38,9 @@ def _joined(host: str, port: int) -> str:
 def _state(connection: Any) -> str:
     state = connection.state
     if state is OPEN:
-        return "blocked" if connection.flow.blocked else "running"
+        if connection.flow.blocked:
+            return "blocked"
+        return "blocking" if connection.broker.blocked_reason else "running"
     if state is CLOSING:
         return "closing"
     if state is CLOSED:

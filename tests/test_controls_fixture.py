@@ -160,11 +160,18 @@ def test_pika_blocked_callbacks_and_disk_full(broker: Broker) -> None:
 
         channel = connection.channel()
         channel.queue_declare("fixture.disk", durable=True)
-        broker.faults.disk_full(1.0)
-        channel.basic_publish("", "fixture.disk", b"x", pika.BasicProperties(delivery_mode=2))
+        broker.faults.disk_full(2.0)
+        # The first write that fails sets the disk alarm; as in RabbitMQ, the connection is
+        # blocked at its next publish after that.
+        published = 0
         deadline = time.monotonic() + 10
+        while len(events) < 3 and time.monotonic() < deadline:
+            channel.basic_publish("", "fixture.disk", b"x", pika.BasicProperties(delivery_mode=2))
+            published += 1
+            connection.process_data_events(time_limit=0.1)
         while len(events) < 4 and time.monotonic() < deadline:
             connection.process_data_events(time_limit=0.1)
         assert events[2:] == ["low on disk", "unblocked"]
-        broker.wait_for_queue("fixture.disk", messages=1)
+        assert published >= 2
+        broker.wait_for_queue("fixture.disk", messages=published)
         channel.queue_delete("fixture.disk")

@@ -1,9 +1,11 @@
 """Logins and permissions: SASL PLAIN and AMQPLAIN, RabbitMQ-style permission regexes.
 
-`parse_credentials` reads a SASL response; `authenticate` returns the `User` or None.
+`parse_credentials` reads a SASL response; `authenticate` returns the `User` or None
+(users are looked up in anything with `user(name)`: the `Config`, the broker's accounts).
 `Access` holds one user's compiled configure/write/read patterns on one vhost; `check`
 raises the 403 channel error RabbitMQ sends when a resource name does not match. An empty
-pattern grants nothing.
+pattern grants nothing. `update` swaps the patterns of a live `Access` (a permission set
+or cleared at run time): every channel holding it follows at its next check.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
+from typing import Protocol
 
-from amqpd.config import Config, Permission, User
+from amqpd.config import Permission, User
 from amqpd.core.errors import ACCESS_REFUSED, ChannelError
 from amqpd.passwords import PasswordCheck, hash_password
 from amqpd.wire.tables import decode_table
@@ -43,12 +46,16 @@ def parse_credentials(mechanism: str, response: bytes) -> tuple[str, str] | None
     return None
 
 
+class Users(Protocol):
+    def user(self, name: str) -> User | None: ...
+
+
 _NOBODY = PasswordCheck(password_hash=hash_password("", salt=b"\0\0\0\0"))
 
 
-def authenticate(config: Config, login: str, password: str) -> User | None:
+def authenticate(users: Users, login: str, password: str) -> User | None:
     """The user if `password` is theirs (plaintext or hash, compared in constant time)."""
-    user = config.user(login)
+    user = users.user(login)
     if user is None:
         _NOBODY.matches(password)  # as long as a real check: no timing hint of unknown names
         return None
@@ -72,18 +79,31 @@ def compile_permission(pattern: str) -> re.Pattern[bytes] | None:
     return re.compile(pattern.encode()) if pattern else None
 
 
+def _compiled(permission: Permission) -> dict[str, re.Pattern[bytes] | None]:
+    return {
+        "configure": compile_permission(permission.configure),
+        "write": compile_permission(permission.write),
+        "read": compile_permission(permission.read),
+    }
+
+
 class Access:
     """What one user may do on one vhost."""
 
     def __init__(self, user: str, vhost: str, permission: Permission) -> None:
         self.user = user
         self.vhost = vhost
-        self._patterns = {
-            "configure": compile_permission(permission.configure),
-            "write": compile_permission(permission.write),
-            "read": compile_permission(permission.read),
-        }
+        self.permission = permission
+        self._patterns = _compiled(permission)
         self._granted: dict[tuple[str, str, str], bool] = {}
+
+    def update(self, permission: Permission | None) -> None:
+        """Follow a permission set (or cleared: None grants nothing) at run time."""
+        permission = permission or Permission("", "", "")
+        if permission != self.permission:
+            self.permission = permission
+            self._patterns = _compiled(permission)
+            self._granted = {}
 
     def check(self, action: str, kind: str, name: str) -> None:
         """Raise ACCESS_REFUSED unless `action` on resource `kind` `name` is allowed."""

@@ -7,6 +7,9 @@ the event loop. Resource alarms block publishing connections (`connection.blocke
 RssShmem) is at or above the high watermark; `alarms()` names the alarms in effect as
 RabbitMQ does (`memory`, `disk`). The same watch pages queued bodies out of memory
 (`paging.Pager`) and returns free heap memory to the system (`memory.HeapTrimmer`).
+`accounts` are the users, vhosts and permissions (config file plus run-time changes);
+`add_vhost`, `delete_vhost` (closing its connections with 320 and removing its data) and
+`delete_user` (closing the user's connections) change them with the state they govern.
 Connections see the broker through `BrokerView` (connection.py); nothing here imports the
 connection at run time.
 """
@@ -15,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from amqpd.accounts import Accounts, AccountsError, accounts_path
 from amqpd.config import Config
 from amqpd.core.vhost import VHost
 from amqpd.login_guard import LoginGuard
@@ -57,6 +62,8 @@ class Broker:
         self.vhosts: dict[str, VHost] = {}
         self.stores: list[DurableStore] = []
         self.connections: set[Connection] = set()
+        self.accounts = Accounts(config, accounts_path(config.data_dir))
+        self._retiring: dict[str, tuple[DurableStore, SpillLog]] = {}  # deleted vhosts
         self.fatal: BaseException | None = None
         self.disk_full = False
         watermark = parse_watermark(config.memory_high_watermark)
@@ -88,50 +95,134 @@ class Broker:
 
     def open_vhosts(self) -> None:
         """Create each vhost and restore it from its log (raises StoreFailed)."""
-        for name in self.config.vhosts:
-            started = time.monotonic()
-            store = DurableStore(
-                Path(self.config.data_dir) / quote(name, safe=""),
-                fsync=self.config.fsync,
-                fsync_interval_ms=self.config.fsync_interval_ms,
-            )
-            store.recover_bodies = False  # a deep queue's bodies stay in the log
-            recovered = store.recover()
-            self.stores.append(store)
-            vhost = VHost(
-                name,
-                schedule=self.scheduler.dispatch,
-                store=store,
-                clock=self.test_clock or LoopClock(self.loop),
-                parse_header=peek_header,
-            )
-            restore(vhost, recovered)
-            store.on_pending = lambda store=store: self.scheduler.flush_store(store)
-            store.on_durable = lambda ticket, vhost=vhost: self.loop.call_soon_threadsafe(
-                vhost.durability.advance, ticket
-            )
-            store.on_fatal = lambda error: self.loop.call_soon_threadsafe(self._fail, error)
-            self.vhosts[name] = vhost
-            # "#" is always quoted in vhost directory names: no vhost's log can be here
-            spill_dir = Path(self.config.data_dir) / "#spill" / quote(name, safe="")
-            self.spills[name] = SpillLog(spill_dir)
-            self.recovery_seconds[name] = time.monotonic() - started
-            messages = sum(len(queue.messages) for queue in vhost.queues.values())
-            log.info(
-                "vhost %s: recovered %d queues, %d messages in %.3fs%s",
-                name,
-                len(vhost.queues),
-                messages,
-                time.monotonic() - started,
-                (
-                    f" (skipped {recovered.corrupt_records} corrupt records, "
-                    f"cut {recovered.truncated_bytes} torn bytes)"
-                    if recovered.corrupt_records or recovered.truncated_bytes
-                    else ""
-                ),
-            )
+        try:
+            self.accounts.load()
+        except AccountsError as error:
+            raise StoreFailed(str(error)) from None
+        for name in self.accounts.vhosts():
+            self.open_vhost(name)
+
+    def open_vhost(self, name: str) -> VHost:
+        """Open (create or recover) one vhost's store and state."""
+        self._finish_retiring(name)
+        started = time.monotonic()
+        store = DurableStore(
+            self._vhost_dir(name),
+            fsync=self.config.fsync,
+            fsync_interval_ms=self.config.fsync_interval_ms,
+        )
+        store.recover_bodies = False  # a deep queue's bodies stay in the log
+        recovered = store.recover()
+        self.stores.append(store)
+        vhost = VHost(
+            name,
+            schedule=self.scheduler.dispatch,
+            store=store,
+            clock=self.test_clock or LoopClock(self.loop),
+            parse_header=peek_header,
+        )
+        restore(vhost, recovered)
+        store.on_pending = lambda store=store: self.scheduler.flush_store(store)
+        store.on_durable = lambda ticket, vhost=vhost: self.loop.call_soon_threadsafe(
+            vhost.durability.advance, ticket
+        )
+        store.on_fatal = lambda error: self.loop.call_soon_threadsafe(self._fail, error)
+        self.vhosts[name] = vhost
+        self.spills[name] = SpillLog(self._spill_dir(name))
+        self.recovery_seconds[name] = time.monotonic() - started
+        messages = sum(len(queue.messages) for queue in vhost.queues.values())
+        log.info(
+            "vhost %s: recovered %d queues, %d messages in %.3fs%s",
+            name,
+            len(vhost.queues),
+            messages,
+            time.monotonic() - started,
+            (
+                f" (skipped {recovered.corrupt_records} corrupt records, "
+                f"cut {recovered.truncated_bytes} torn bytes)"
+                if recovered.corrupt_records or recovered.truncated_bytes
+                else ""
+            ),
+        )
+        return vhost
+
+    def _vhost_dir(self, name: str) -> Path:
+        return Path(self.config.data_dir) / quote(name, safe="")
+
+    def _spill_dir(self, name: str) -> Path:
+        # "#" is always quoted in vhost directory names: no vhost's log can be here
+        return Path(self.config.data_dir) / "#spill" / quote(name, safe="")
+
+    def add_vhost(self, name: str, meta: dict[str, object]) -> bool:
+        """Create a vhost (or change its metadata); True if it is new. Raises StoreFailed."""
+        if name in self.vhosts:
+            self.accounts.put_vhost(name, meta)
+            return False
+        self.open_vhost(name)
+        self.accounts.put_vhost(name, meta)
+        log.info("vhost %s: created", name)
+        return True
+
+    def delete_vhost(self, name: str) -> bool:
+        """Delete a vhost as RabbitMQ does: its connections are closed (320), its queues,
+        exchanges, messages and permissions removed. False if there is no such vhost."""
+        vhost = self.vhosts.pop(name, None)
+        if vhost is None:
+            return False
+        self.accounts.delete_vhost(name)
+        text = f"CONNECTION_FORCED - vhost '{name}' is deleted"
+        for connection in list(self.connections):
+            if connection.vhost is vhost:
+                connection.force_close("vhost deleted", text)
+        for queue in list(vhost.queues.values()):
+            vhost.remove_queue(queue)
+        store = vhost.store
+        spill = self.spills.pop(name)
+        self.recovery_seconds.pop(name, None)
+        if isinstance(store, DurableStore):
+            self._retiring[name] = (store, spill)
+            asyncio.ensure_future(self._retire(name, vhost), loop=self.loop)
+        log.info("vhost %s: deleted", name)
+        return True
+
+    async def _retire(self, name: str, vhost: VHost, patience: float = 30.0) -> None:
+        """Remove a deleted vhost's files once its closing connections are gone (they may
+        still requeue or ack into it until then)."""
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline and any(
+            connection.vhost is vhost for connection in self.connections
+        ):
+            await asyncio.sleep(0.05)
+        self._finish_retiring(name)
+
+    def _finish_retiring(self, name: str) -> None:
+        retiring = self._retiring.pop(name, None)
+        if retiring is None:
+            return
+        store, spill = retiring
+        spill.close()
+        try:
+            store.close()
+        except StoreFailed as error:
+            log.error("vhost %s: store close failed: %s", name, error)
+        if store in self.stores:
+            self.stores.remove(store)
+        shutil.rmtree(self._vhost_dir(name), ignore_errors=True)
+        shutil.rmtree(self._spill_dir(name), ignore_errors=True)
+
+    def delete_user(self, name: str) -> bool:
+        """Delete a user; its open connections are closed (320) as RabbitMQ does."""
+        if not self.accounts.delete_user(name):
+            return False
+        text = f"CONNECTION_FORCED - user '{name}' is deleted"
+        for connection in list(self.connections):
+            if connection.user == name:
+                connection.force_close("user deleted", text)
+        return True
 
     def close_stores(self) -> None:
+        for name in list(self._retiring):
+            self._finish_retiring(name)
         for spill in self.spills.values():
             spill.close()
         for store in self.stores:

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import yaml
 
 from amqpd.memory import DEFAULT_WATERMARK, parse_watermark
-from amqpd.passwords import SHA256, BadPasswordHash, PasswordCheck
+from amqpd.passwords import NO_PASSWORD, SHA256, BadPasswordHash, NoPassword, PasswordCheck
 from amqpd.store.log import FSYNC_POLICIES  # the store defines what its policies are
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -48,7 +48,8 @@ class User:
 
     The password is either plaintext (`password`) or, when `password_hash` is set, a salted
     hash in RabbitMQ's format (`password` is then ignored); see amqpd.passwords. `tags`
-    decide what the management API allows."""
+    decide what the management API allows. `has_password` False: the user cannot log in
+    with any password (RabbitMQ's users created without one)."""
 
     name: str
     password: str = field(repr=False)
@@ -56,11 +57,20 @@ class User:
     tags: tuple[str, ...] = ()
     password_hash: str = field(default="", repr=False)
     hashing_algorithm: str = SHA256
+    has_password: bool = True
 
-    def password_check(self) -> PasswordCheck:
-        """What `authenticate` compares a given password with (in constant time)."""
+    def password_check(self) -> PasswordCheck | NoPassword:
+        """What `authenticate` compares a given password with (in constant time); a hash
+        that cannot be read (an unknown algorithm, a wrong size) lets nobody in."""
+        if not self.has_password:
+            return NO_PASSWORD
         if self.password_hash:
-            return PasswordCheck(password_hash=self.password_hash, algorithm=self.hashing_algorithm)
+            try:
+                return PasswordCheck(
+                    password_hash=self.password_hash, algorithm=self.hashing_algorithm
+                )
+            except BadPasswordHash:
+                return NO_PASSWORD
         return PasswordCheck(password=self.password)
 
     def __post_init__(self) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from pamqp import base, commands
 
+from amqpd.accounts import Accounts
 from amqpd.auth import Access
 from amqpd.channel import Channel
 from amqpd.config import Config
@@ -118,6 +119,7 @@ class BrokerView(Protocol):
     connections: set[Connection]
     blocked_reason: str  # why resource alarms block publishers now, "" if they do not
     logins: LoginGuard  # failed logins per peer address
+    accounts: Accounts  # users, vhosts and permissions
 
 
 class Connection:
@@ -132,7 +134,7 @@ class Connection:
         self.connected_at = 0.0  # wall-clock time of accept (the management API shows it)
         self.recv_oct = 0  # bytes received and sent, for operators
         self.send_oct = 0
-        self.handshake = Handshake(config, broker.vhosts, logins=broker.logins)
+        self.handshake = Handshake(config, broker.vhosts, broker.accounts, logins=broker.logins)
         self.negotiated: Negotiated | None = None  # set by connection.open
         self.flow = FlowControl()
         self.channels: dict[int, Channel] = {}

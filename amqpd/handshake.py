@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 from pamqp import commands
 
 from amqpd import __version__
+from amqpd.accounts import Accounts
 from amqpd.auth import MECHANISMS, Access, authenticate, is_loopback, parse_credentials
 from amqpd.config import Config
 from amqpd.core.errors import ACCESS_REFUSED, NOT_ALLOWED, ConnectionError_
@@ -102,11 +103,13 @@ class Handshake:
         self,
         config: Config,
         vhosts: Mapping[str, VHost],
+        accounts: Accounts,
         peer: str = "?",
         logins: LoginGuard | None = None,
     ) -> None:
         self._config = config
         self._vhosts = vhosts
+        self._accounts = accounts  # users and permissions, as changed at run time
         self.peer = peer  # host:port, for the log
         self.peer_host = ""  # the address alone: loopback_users and the login guard use it
         self.certificate_user: str | None = None  # CN of a verified TLS client certificate
@@ -156,7 +159,7 @@ class Handshake:
             raise HandshakeFailed(f"unsupported authentication mechanism {args.mechanism[:40]!r}")
         if args.mechanism == "EXTERNAL":  # the certificate was verified: no password
             login = self.certificate_user or ""
-            user = self._config.user(login)
+            user = self._accounts.user(login)
             if user is None:
                 self._refuse(login, args.mechanism, "no such user (certificate CN)", now)
         else:
@@ -164,7 +167,7 @@ class Handshake:
             if credentials is None:
                 raise HandshakeFailed(f"malformed {args.mechanism} response")
             login = credentials[0]
-            user = authenticate(self._config, *credentials)
+            user = authenticate(self._accounts, *credentials)
             if user is None:
                 self._refuse(login, args.mechanism, "invalid credentials", now)
         assert user is not None
@@ -217,9 +220,8 @@ class Handshake:
         vhost = self._vhosts.get(name)
         if vhost is None:
             raise ConnectionError_(NOT_ALLOWED, f"vhost {name} not found", index)
-        user = self._config.user(self._user)
-        permission = user.permission(name) if user else None
-        if permission is None:
+        access = self._accounts.access(self._user, name)
+        if access is None:
             raise ConnectionError_(
                 NOT_ALLOWED,
                 f"access to vhost '{name}' refused for user '{self._user}'",
@@ -229,7 +231,7 @@ class Handshake:
         return Negotiated(
             user=self._user,
             vhost=vhost,
-            access=Access(self._user, vhost.name, permission),
+            access=access,
             limits=self.limits,
             cancel_notify=bool(capabilities.get("consumer_cancel_notify")),
             blocked_notify=bool(capabilities.get("connection.blocked")),

@@ -4,7 +4,9 @@ A hash is what RabbitMQ's definitions export calls `password_hash`: base64 of a 
 followed by digest(salt + UTF-8 password), with the digest named by `hashing_algorithm`
 (`rabbit_password_hashing_sha256`, RabbitMQ's default, `..._sha512` or `..._md5`).
 `hash_password` makes one (sha256, random salt); `PasswordCheck` holds one user's plaintext
-password or hash and answers `matches(given)` without leaking timing about either.
+password or hash and answers `matches(given)` without leaking timing about either;
+`NO_PASSWORD` is the check of a user who has none (created without one, or with a hash
+this module cannot read): it takes as long as a real one and never matches.
 """
 
 from __future__ import annotations
@@ -78,3 +80,22 @@ class PasswordCheck:
 
     def __repr__(self) -> str:
         return "PasswordCheck(<hidden>)"
+
+
+class NoPassword:
+    """A user without a usable password: every login with a password is refused."""
+
+    __slots__ = ("_decoy",)
+
+    def __init__(self) -> None:
+        self._decoy = PasswordCheck(password_hash=hash_password(""))
+
+    def matches(self, given: str) -> bool:
+        self._decoy.matches(given)  # the same work as a real check: no timing hint
+        return False
+
+    def __repr__(self) -> str:
+        return "PasswordCheck(<none>)"
+
+
+NO_PASSWORD = NoPassword()

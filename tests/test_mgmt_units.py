@@ -8,7 +8,6 @@ import hashlib
 
 import pytest
 
-from amqpd.mgmt.definitions import password_hash
 from amqpd.mgmt.errors import ApiError
 from amqpd.mgmt.listing import render
 from amqpd.mgmt.messages import build_header, payload_json, properties_json
@@ -16,6 +15,7 @@ from amqpd.mgmt.policies import Policies, PolicyError, validate
 from amqpd.mgmt.rates import Rates
 from amqpd.mgmt.router import Router
 from amqpd.mgmt.shapes import properties_key
+from amqpd.passwords import hash_password as password_hash
 
 
 def test_router_decodes_segments_after_splitting() -> None:

@@ -3,7 +3,8 @@
 `ApiClient(url, user, password)` sends requests with basic auth and returns decoded JSON.
 Failures raise `CtlError` carrying the exit code `amqpctl` should end with: 69 when the
 broker cannot be reached, 77 for a refused login or permission, 65 for a request the
-broker rejected (not found, bad arguments).
+broker rejected (not found, bad arguments), and the HTTP `status` when there was one.
+The pytest plugin's `testing.management` client is built on this one.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from urllib.parse import quote
 
 EX_USAGE = 64
 EX_DATAERR = 65
+EX_NOUSER = 67
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_NOPERM = 77
 
 
 class CtlError(Exception):
-    def __init__(self, message: str, code: int) -> None:
+    def __init__(self, message: str, code: int, status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status  # the HTTP status of a refused request
 
 
 def segment(name: str) -> str:
@@ -73,11 +76,13 @@ class ApiClient:
 def _http_error(error: urllib.error.HTTPError) -> CtlError:
     try:
         body = json.loads(error.read() or b"{}")
-        reason = body.get("reason") or body.get("error") or error.reason
     except ValueError:
-        reason = error.reason
+        body = None
+    reason = error.reason
+    if isinstance(body, dict):
+        reason = body.get("reason") or body.get("error") or reason
     if error.code == 404:
-        return CtlError(f"not found: {reason}", EX_DATAERR)
+        return CtlError(f"not found: {reason}", EX_DATAERR, 404)
     if error.code == 401:
-        return CtlError(f"access refused: {reason}", EX_NOPERM)
-    return CtlError(f"{reason} (HTTP {error.code})", EX_DATAERR)
+        return CtlError(f"access refused: {reason}", EX_NOPERM, 401)
+    return CtlError(f"{reason} (HTTP {error.code})", EX_DATAERR, error.code)

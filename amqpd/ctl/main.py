@@ -1,9 +1,9 @@
 """`amqpctl` command line: parse, run one command against the management API, exit.
 
-Commands and output follow rabbitmqctl: `list_queues [column ...]` prints an informational
-line, a header and tab-separated rows (`-q` drops the informational line,
-`--no-table-headers` the header, `--formatter json` prints a JSON array instead). Errors
-are one `Error: ...` line on stderr with a sysexits code (64 usage, 65 rejected request,
+Commands and output follow rabbitmqctl (users, vhosts and permissions: ctl.accounts):
+`list_queues [column ...]` prints an informational line, a header and tab-separated rows
+(`-q` drops the informational line, `--no-table-headers` the header, `--formatter json`
+prints a JSON array instead). Errors are one `Error: ...` line on stderr with a sysexits code (64 usage, 65 rejected request,
 69 broker unreachable, 77 access refused).
 """
 
@@ -16,6 +16,7 @@ import sys
 import time
 from typing import NoReturn, TextIO
 
+from amqpd.ctl import accounts
 from amqpd.ctl.client import EX_DATAERR, EX_UNAVAILABLE, EX_USAGE, ApiClient, CtlError, segment
 from amqpd.ctl.listings import LISTINGS, format_value, value_of
 
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = commands.add_parser("clear_policy", help="remove a policy")
     sub.add_argument("name")
+    accounts.add(commands)
     commands.add_parser("status", help="broker status")
     sub = commands.add_parser("await_startup", help="wait until the broker answers")
     sub.add_argument("--wait-timeout", type=float, default=60.0, help="seconds (60)")
@@ -186,6 +188,8 @@ def _run(args: argparse.Namespace, client: ApiClient, out: TextIO) -> int:
     vhost = segment(args.vhost)
     if command in LISTINGS:
         return _list(args, client, out)
+    if command in accounts.COMMANDS:
+        return accounts.run(args, client, out, lambda line: _info(args, out, line))
     if command == "purge_queue":
         _info(args, out, f"Purging queue '{args.queue}' in vhost '{args.vhost}' ...")
         client.request("DELETE", f"/api/queues/{vhost}/{segment(args.queue)}/contents")

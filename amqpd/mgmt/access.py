@@ -1,6 +1,6 @@
 """Who is asking: HTTP basic auth against amqpd's users, and RabbitMQ's tag rules.
 
-`Requester.login(config, header)` checks an `Authorization: Basic` header and returns the
+`Requester.login(users, header)` checks an `Authorization: Basic` header and returns the
 user, or raises 401 as RabbitMQ does (no or wrong credentials, or a user without a
 management tag). `administrator` may do everything; `monitoring` sees every vhost and every
 connection; `management` (and `policymaker`) see the vhosts they have permissions on and
@@ -13,8 +13,8 @@ import base64
 import binascii
 import logging
 
-from amqpd.auth import Access, authenticate
-from amqpd.config import Config, User
+from amqpd.auth import Access, Users, authenticate
+from amqpd.config import User
 from amqpd.core.errors import ChannelError
 from amqpd.mgmt.errors import ApiError, not_authorised
 
@@ -34,7 +34,7 @@ class Requester:
         self.is_monitor = self.is_admin or "monitoring" in user.tags
 
     @classmethod
-    def login(cls, config: Config, header: str | None) -> Requester:
+    def login(cls, users: Users, header: str | None) -> Requester:
         if not header or not header.lower().startswith("basic "):
             raise not_authorised("Not_Authorized")
         try:
@@ -42,7 +42,7 @@ class Requester:
         except (binascii.Error, UnicodeDecodeError):
             raise not_authorised("Not_Authorized") from None
         name, _, password = decoded.partition(":")
-        user = authenticate(config, name, password)
+        user = authenticate(users, name, password)
         if user is None:
             log.warning("HTTP access denied: user '%s' - invalid credentials", name)
             raise not_authorised("Login failed")

@@ -1,8 +1,8 @@
-"""`/api/overview`, vhosts, users, whoami, permissions, health checks, aliveness test.
+"""`/api/overview`, vhosts, whoami, nodes, health checks, aliveness test.
 
-Users, vhosts and permissions come from amqpd's configuration file, so they are read-only
-here (changing them answers 405 with the reason). The overview adds up live counts over
-the vhosts the requester may see; `message_stats` are the vhosts' counters.
+The overview adds up live counts over the vhosts the requester may see; `message_stats`
+are the vhosts' counters. Users, permissions and changing vhosts are `api_users`' (its
+routes are registered from here).
 """
 
 from __future__ import annotations
@@ -12,16 +12,14 @@ import time
 from typing import Any
 
 from amqpd import __version__
-from amqpd.config import User
 from amqpd.core.errors import AMQPError
 from amqpd.core.exchange import EXCHANGE_TYPES
 from amqpd.core.message import Message
 from amqpd.core.stats import MessageStats
 from amqpd.core.vhost import VHost
-from amqpd.mgmt import listing, shapes
+from amqpd.mgmt import api_users, listing, shapes
 from amqpd.mgmt.context import Call, Mgmt
-from amqpd.mgmt.definitions import password_hash
-from amqpd.mgmt.errors import ApiError, from_amqp, not_found
+from amqpd.mgmt.errors import from_amqp, not_found
 from amqpd.mgmt.messages import build_header
 from amqpd.mgmt.rates import Rates
 from amqpd.mgmt.router import Reply, Router
@@ -29,7 +27,6 @@ from amqpd.wire.content import peek_header
 
 # The RabbitMQ release whose management API this follows (tools check it for features).
 API_VERSION = "3.10.8"
-READ_ONLY = "users, vhosts and permissions come from amqpd's configuration file"
 
 
 def vhost_counts(vhost: VHost, unacked: Any) -> dict[str, int]:
@@ -103,13 +100,16 @@ def whoami(call: Call) -> Any:
 
 def vhost_json(mgmt: Mgmt, vhost: VHost, unacked: Any) -> dict[str, Any]:
     key = ("vhost", vhost.name)
+    meta = mgmt.broker.accounts.vhost_meta(vhost.name)
+    description = meta.get("description", "Default virtual host" if vhost.name == "/" else "")
+    tags = meta.get("tags", [])
     shown: dict[str, Any] = {
         "name": vhost.name,
-        "description": "Default virtual host" if vhost.name == "/" else "",
-        "tags": [],
-        "metadata": {"description": "", "tags": []},
+        "description": description,
+        "tags": tags,
+        "metadata": {"description": description, "tags": tags},
         "tracing": False,
-        "default_queue_type": "classic",
+        "default_queue_type": meta.get("default_queue_type", "classic"),
         "cluster_state": {mgmt.node: "running"},
         "message_stats": message_stats(vhost.stats.snapshot(), mgmt.rates, key),
     }
@@ -128,75 +128,6 @@ def list_vhosts(call: Call) -> Any:
 def show_vhost(call: Call) -> Any:
     vhost = call.vhost()
     return vhost_json(call.mgmt, vhost, call.mgmt.unacked_by_queue())
-
-
-def user_json(user: User) -> dict[str, Any]:
-    return {
-        "name": user.name,
-        "password_hash": password_hash(user.password),
-        "hashing_algorithm": "rabbit_password_hashing_sha256",
-        "tags": list(user.tags),
-        "limits": {},
-    }
-
-
-def list_users(call: Call) -> Any:
-    call.requester.require_admin()
-    return listing.render([user_json(user) for user in call.mgmt.config.users], call.query)
-
-
-def show_user(call: Call) -> Any:
-    call.requester.require_admin()
-    user = call.mgmt.config.user(call.params["user"])
-    if user is None:
-        raise not_found()
-    return user_json(user)
-
-
-def permissions(users: tuple[User, ...], vhost: str | None = None) -> list[dict[str, Any]]:
-    return [
-        {
-            "user": user.name,
-            "vhost": name,
-            "configure": permission.configure,
-            "write": permission.write,
-            "read": permission.read,
-        }
-        for user in users
-        for name, permission in user.permissions.items()
-        if vhost is None or name == vhost
-    ]
-
-
-def list_permissions(call: Call) -> Any:
-    call.requester.require_admin()
-    users = call.mgmt.config.users
-    if "user" in call.params:
-        found = call.mgmt.config.user(call.params["user"])
-        if found is None:
-            raise not_found()
-        users = (found,)
-    vhost = call.params.get("vhost")
-    if vhost is not None:
-        call.vhost()
-    return permissions(users, vhost)
-
-
-def show_permission(call: Call) -> Any:
-    call.requester.require_admin()
-    found = [
-        item
-        for item in permissions(call.mgmt.config.users, call.params["vhost"])
-        if item["user"] == call.params["user"]
-    ]
-    if not found:
-        raise not_found()
-    return found[0]
-
-
-def read_only(call: Call) -> Any:
-    call.requester.require_admin()
-    raise ApiError(405, "Method Not Allowed", READ_ONLY)
 
 
 def health_ok(call: Call) -> Any:
@@ -266,18 +197,7 @@ def register(router: Router) -> None:
     router.add("GET", "/api/nodes/{node}", show_node)
     router.add("GET", "/api/vhosts", list_vhosts)
     router.add("GET", "/api/vhosts/{vhost}", show_vhost)
-    router.add("PUT", "/api/vhosts/{vhost}", read_only)
-    router.add("DELETE", "/api/vhosts/{vhost}", read_only)
-    router.add("GET", "/api/vhosts/{vhost}/permissions", list_permissions)
-    router.add("GET", "/api/users", list_users)
-    router.add("GET", "/api/users/{user}", show_user)
-    router.add("PUT", "/api/users/{user}", read_only)
-    router.add("DELETE", "/api/users/{user}", read_only)
-    router.add("GET", "/api/users/{user}/permissions", list_permissions)
-    router.add("GET", "/api/permissions", list_permissions)
-    router.add("GET", "/api/permissions/{vhost}/{user}", show_permission)
-    router.add("PUT", "/api/permissions/{vhost}/{user}", read_only)
-    router.add("DELETE", "/api/permissions/{vhost}/{user}", read_only)
+    api_users.register(router)
     router.add("GET", "/api/health/checks/alarms", health_alarms)
     router.add("GET", "/api/health/checks/local-alarms", health_alarms)
     router.add("GET", "/api/health/checks/virtual-hosts", health_ok)

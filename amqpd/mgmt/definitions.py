@@ -1,29 +1,30 @@
 """Definitions in RabbitMQ's JSON format: export the topology, import one (API, CLI, startup).
 
-`export(broker)` returns what `GET /api/definitions` serves: users (with a
-`rabbit_password_hashing_sha256` hash), vhosts, permissions, non-exclusive queues,
-exchanges other than the built-in ones, and the bindings between them, so the file loads
-into RabbitMQ 3.10 unchanged. `import_definitions(broker, data)` declares the queues,
-exchanges and bindings of a file exported by RabbitMQ or amqpd; users, vhosts and
-permissions come from amqpd's config and are only checked (vhosts must exist). Problems
-raise `DefinitionsError` with one line saying what.
+`export(broker)` returns what `GET /api/definitions` serves: users (with their salted
+hashes), vhosts, permissions, policies, non-exclusive queues, exchanges other than the
+built-in ones, and the bindings between them, so the file loads into RabbitMQ 3.10
+unchanged. `import_definitions(broker, data)` applies a file exported by RabbitMQ or amqpd
+in RabbitMQ's order: it creates (or replaces) the users with their password hashes,
+creates the missing vhosts, sets the permissions and policies, and declares the
+exchanges, queues and bindings. Problems raise `DefinitionsError` with one line saying what.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
-import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from amqpd import __version__
+from amqpd.accounts import AccountsError
+from amqpd.config import Permission
 from amqpd.core.errors import AMQPError
 from amqpd.core.exchange import Exchange
 from amqpd.core.vhost import VHost
 from amqpd.mgmt.jsonable import to_json
 from amqpd.mgmt.policies import Policies, PolicyError, policies_path
+from amqpd.mgmt.users import BadBody, permission_json, user_from_body, user_json
+from amqpd.store import StoreFailed
 
 if TYPE_CHECKING:
     from amqpd.broker import Broker
@@ -31,17 +32,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("amqpd.mgmt")
 
 RABBIT_VERSION = "3.10.8"
-HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 
 
 class DefinitionsError(ValueError):
     """A definitions file that cannot be applied; str(error) says why."""
-
-
-def password_hash(password: str, salt: bytes | None = None) -> str:
-    """RabbitMQ's salted SHA-256: base64(salt + sha256(salt + password)), 4-byte salt."""
-    salt = os.urandom(4) if salt is None else salt
-    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
 
 
 def _header() -> dict[str, Any]:
@@ -133,29 +127,15 @@ def export(
             shown[key] = items
         return shown
     vhosts = list(broker.vhosts.values())
+    users = broker.accounts.users()
     shown = _header()
     shown.update(
         {
-            "users": [
-                {
-                    "name": user.name,
-                    "password_hash": password_hash(user.password),
-                    "hashing_algorithm": HASHING_ALGORITHM,
-                    "tags": list(user.tags),
-                    "limits": {},
-                }
-                for user in config.users
-            ],
-            "vhosts": [{"name": vhost.name} for vhost in vhosts],
+            "users": [user_json(user) for user in users],
+            "vhosts": [_vhost_json(broker, vhost.name) for vhost in vhosts],
             "permissions": [
-                {
-                    "user": user.name,
-                    "vhost": name,
-                    "configure": permission.configure,
-                    "write": permission.write,
-                    "read": permission.read,
-                }
-                for user in config.users
+                permission_json(user.name, name, permission)
+                for user in users
                 for name, permission in user.permissions.items()
             ],
             "topic_permissions": [],
@@ -167,6 +147,19 @@ def export(
             "bindings": [item for vhost in vhosts for item in _bindings(vhost)],
         }
     )
+    return shown
+
+
+def _vhost_json(broker: Broker, name: str) -> dict[str, Any]:
+    meta = broker.accounts.vhost_meta(name)
+    shown: dict[str, Any] = {"name": name}  # RabbitMQ 3.10 exports no more
+    if meta:
+        shown["metadata"] = {
+            "description": meta.get("description", ""),
+            "tags": meta.get("tags", []),
+        }
+        if "default_queue_type" in meta:
+            shown["metadata"]["default_queue_type"] = meta["default_queue_type"]
     return shown
 
 
@@ -184,8 +177,8 @@ def _vhost_of(broker: Broker, item: dict[str, Any], default: str | None, what: s
     vhost = broker.vhosts.get(name)
     if vhost is None:
         raise DefinitionsError(
-            f"{what} is in vhost '{name}', which amqpd does not have (vhosts come from the "
-            "config file: add it to `vhosts` there)"
+            f"{what} is in vhost '{name}', which amqpd does not have (list it in the "
+            "file's `vhosts`, or create it first)"
         )
     return vhost
 
@@ -218,10 +211,16 @@ def import_definitions(
         policies = Policies(policies_path(broker.config.data_dir))
     if not isinstance(data, dict):
         raise DefinitionsError("definitions must be a JSON object")
-    for item in _items(data, "vhosts"):
-        _vhost_of(broker, {"vhost": item.get("name")}, None, "a vhost listed in the file")
-    _note_skipped(broker, data)
-    done = {"policies": 0, "exchanges": 0, "queues": 0, "bindings": 0}
+    _note_skipped(data)
+    done = {
+        "users": _import_users(broker, data),
+        "vhosts": _import_vhosts(broker, data),
+        "permissions": _import_permissions(broker, data),
+        "policies": 0,
+        "exchanges": 0,
+        "queues": 0,
+        "bindings": 0,
+    }
     for item in _items(data, "policies"):
         name = _name(item, "policy")
         vhost = _vhost_of(broker, item, vhost_name, f"policy '{name}'")
@@ -279,15 +278,62 @@ def import_definitions(
     return done
 
 
-def _note_skipped(broker: Broker, data: dict[str, Any]) -> None:
-    """Users, permissions and parameters are not taken from a file: say so once each."""
-    known = {user.name for user in broker.config.users}
-    unknown = sorted({str(item.get("name")) for item in _items(data, "users")} - known)
-    if unknown:
-        log.warning(
-            "definitions: users are configured in amqpd's config file; not created: %s",
-            ", ".join(unknown),
-        )
+def _import_users(broker: Broker, data: dict[str, Any]) -> int:
+    """Create or replace each user (password_hash and hashing_algorithm, or password)."""
+    users = []
+    for item in _items(data, "users"):
+        name = _name(item, "user")
+        body = dict(item)
+        body.setdefault("tags", "")
+        if "password_hash" in body and "password" in body:
+            body.pop("password")
+        try:
+            users.append(user_from_body(name, body))
+        except BadBody as error:
+            raise DefinitionsError(f"user '{name}': {error}") from None
+    for user in users:
+        broker.accounts.put_user(user)
+    return len(users)
+
+
+def _import_vhosts(broker: Broker, data: dict[str, Any]) -> int:
+    """Create the vhosts amqpd does not have yet (those it has are left as they are)."""
+    created = 0
+    for item in _items(data, "vhosts"):
+        name = _name(item, "vhost")
+        if name in broker.vhosts:
+            continue
+        metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+        meta = {
+            key: value
+            for key, value in {**item, **(metadata or {})}.items()
+            if key in ("description", "tags", "default_queue_type")
+        }
+        try:
+            broker.add_vhost(name, meta)
+        except (StoreFailed, OSError) as error:
+            raise DefinitionsError(f"cannot create vhost '{name}': {error}") from None
+        created += 1
+    return created
+
+
+def _import_permissions(broker: Broker, data: dict[str, Any]) -> int:
+    done = 0
+    for item in _items(data, "permissions"):
+        user, vhost = item.get("user"), item.get("vhost")
+        patterns = [item.get(key, "") for key in ("configure", "write", "read")]
+        if not isinstance(user, str) or not isinstance(vhost, str):
+            raise DefinitionsError("a permission without user or vhost")
+        try:
+            broker.accounts.set_permission(user, vhost, Permission(*patterns))
+        except AccountsError as error:
+            raise DefinitionsError(f"permission of '{user}' on vhost '{vhost}': {error}") from None
+        done += 1
+    return done
+
+
+def _note_skipped(data: dict[str, Any]) -> None:
+    """Parameters are not taken from a file: say so."""
     for key in ("parameters",):
         skipped: Iterable[Any] = _items(data, key)
         count = len(list(skipped))
@@ -308,8 +354,12 @@ def load_file(broker: Broker, path: str) -> dict[str, int]:
         raise DefinitionsError(f"not valid JSON: {error}") from None
     done = import_definitions(broker, data)
     log.info(
-        "definitions loaded from %s: %d policies, %d exchanges, %d queues, %d bindings",
+        "definitions loaded from %s: %d users, %d new vhosts, %d permissions, %d policies, "
+        "%d exchanges, %d queues, %d bindings",
         path,
+        done["users"],
+        done["vhosts"],
+        done["permissions"],
         done["policies"],
         done["exchanges"],
         done["queues"],

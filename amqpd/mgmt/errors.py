@@ -7,12 +7,14 @@ enforced) onto the HTTP answer RabbitMQ gives for the same rule.
 
 from __future__ import annotations
 
+from typing import Any
+
 from amqpd.core.errors import ACCESS_REFUSED, NOT_FOUND, AMQPError
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error: str, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, status: int, error: str, reason: Any) -> None:  # text, or a list
+        super().__init__(str(reason))
         self.status = status
         self.error = error
         self.reason = reason

@@ -95,7 +95,7 @@ class ManagementServer:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/api/{tail:.*}", self._api)
-        dashboard.register(app, lambda header: Requester.login(self.mgmt.config, header))
+        dashboard.register(app, lambda header: Requester.login(self.mgmt.broker.accounts, header))
         return app
 
     async def start(self, bind: str, port: int) -> list[tuple[str, int]]:
@@ -146,7 +146,8 @@ class ManagementServer:
     async def _respond(self, request: web.Request) -> web.StreamResponse:
         try:
             handler, params = self.router.match(request.method, request.raw_path)
-            requester = Requester.login(self.mgmt.config, request.headers.get("Authorization"))
+            authorization = request.headers.get("Authorization")
+            requester = Requester.login(self.mgmt.broker.accounts, authorization)
             body = await request.read()
             call = Call(
                 self.mgmt,

@@ -3,8 +3,9 @@
 Commands and output follow rabbitmqctl (users, vhosts and permissions: ctl.accounts):
 `list_queues [column ...]` prints an informational line, a header and tab-separated rows
 (`-q` drops the informational line, `--no-table-headers` the header, `--formatter json`
-prints a JSON array instead). Errors are one `Error: ...` line on stderr with a sysexits code (64 usage, 65 rejected request,
-69 broker unreachable, 77 access refused).
+prints a JSON array instead). Errors are one `Error: ...` line on stderr with a sysexits
+code (64 usage, 65 rejected request, 67 unknown user, 69 broker unreachable, 70 user
+exists, 77 access refused).
 """
 
 from __future__ import annotations

@@ -269,7 +269,8 @@ def _user_json(user: User) -> dict[str, Any]:
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace `path` with `data`: a crash leaves the old file or the new one, never a mix."""
     temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # hashes
+    with open(descriptor, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())

@@ -3,6 +3,7 @@
 `Api(port)` sends real HTTP requests (urllib, basic auth) and returns status, decoded JSON
 and headers. `start_mgmt_broker(tmp)` starts amqpd with a config holding users of each
 management tag and a second vhost, and returns the process and its management port.
+`REFERENCE` is the reference RabbitMQ's API on 15673; `reference_up()` says if it answers.
 """
 
 from __future__ import annotations
@@ -80,6 +81,16 @@ class Api:
         status, body, _headers = self.request("GET", path, **kwargs)
         assert status == 200, (path, status, body)
         return body
+
+
+REFERENCE = Api(15673)  # the reference RabbitMQ's management API, when one runs
+
+
+def reference_up() -> bool:
+    try:
+        return REFERENCE.request("GET", "/api/overview")[0] == 200
+    except OSError:
+        return False
 
 
 def start_mgmt_broker(tmp: Path, *extra: str) -> tuple[BrokerProcess, Api]:

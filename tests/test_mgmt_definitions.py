@@ -16,16 +16,7 @@ import pika
 import pytest
 
 from tests.broker_process import BrokerProcess
-from tests.mgmt_client import Api, start_mgmt_broker
-
-REFERENCE = Api(15673)
-
-
-def _reference_up() -> bool:
-    try:
-        return REFERENCE.request("GET", "/api/overview")[0] == 200
-    except OSError:
-        return False
+from tests.mgmt_client import REFERENCE, Api, reference_up, start_mgmt_broker
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +208,7 @@ def test_definitions_file_at_startup(tmp_path: Path) -> None:
     assert "cannot load definitions" in result.stderr and "not valid JSON" in result.stderr
 
 
-@pytest.mark.skipif(not _reference_up(), reason="no reference RabbitMQ on 127.0.0.1:15673")
+@pytest.mark.skipif(not reference_up(), reason="no reference RabbitMQ on 127.0.0.1:15673")
 def test_moves_to_rabbitmq_and_back(broker: tuple[BrokerProcess, Api]) -> None:
     _proc, api = broker
     prefix = f"mv{uuid.uuid4().hex[:6]}"

@@ -23,19 +23,11 @@ from amqpd.accounts import Accounts, accounts_path
 from amqpd.config import Config, Permission, User
 from amqpd.passwords import hash_password
 from tests.broker_process import BrokerProcess
-from tests.mgmt_client import Api, start_mgmt_broker
+from tests.mgmt_client import REFERENCE, Api, reference_up, start_mgmt_broker
 
-REFERENCE = Api(15673)
 RABBITMQADMIN = shutil.which("rabbitmqadmin")
 AMQPCTL = str(Path(sys.executable).with_name("amqpctl"))
 FULL = {"configure": ".*", "write": ".*", "read": ".*"}
-
-
-def _reference_up() -> bool:
-    try:
-        return REFERENCE.request("GET", "/api/overview")[0] == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +43,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BrokerPro
 def target(request: pytest.FixtureRequest, broker: tuple[BrokerProcess, Api]) -> tuple[Api, int]:
     """The management API and AMQP port of amqpd, or of the reference RabbitMQ."""
     if request.param == "rabbitmq":
-        if not _reference_up():
+        if not reference_up():
             pytest.skip("no reference RabbitMQ on 127.0.0.1:15673")
         return REFERENCE, 5673
     proc, api = broker
@@ -310,7 +302,7 @@ def test_definitions_bring_users_vhosts_and_permissions(broker: tuple[BrokerProc
     api.request("DELETE", f"/api/users/{user}")
 
 
-@pytest.mark.skipif(not _reference_up(), reason="no reference RabbitMQ on 127.0.0.1:15673")
+@pytest.mark.skipif(not reference_up(), reason="no reference RabbitMQ on 127.0.0.1:15673")
 def test_rabbitmq_export_imports_with_working_logins(broker: tuple[BrokerProcess, Api]) -> None:
     proc, api = broker
     user = _name("u11x")

@@ -80,24 +80,31 @@ def _no_user(name: str, quoted: bool = True) -> CtlError:
     return CtlError(f"User {shown} does not exist", EX_NOUSER)
 
 
-def _user(client: ApiClient, name: str) -> dict[str, Any] | None:
+def _no_vhost(name: str, code: int = EX_UNAVAILABLE, quoted: bool = False) -> CtlError:
+    shown = f"'{name}'" if quoted else name
+    return CtlError(f"Virtual host {shown} does not exist", code)
+
+
+def _call(
+    client: ApiClient, method: str, path: str, body: Any = None, missing: CtlError | None = None
+) -> Any:
+    """The API's answer; a 404 raises `missing` (None: answers None)."""
     try:
-        found: dict[str, Any] = client.get(f"/api/users/{segment(name)}")
+        return client.request(method, path, body)
     except CtlError as error:
-        if error.status == 404:
-            return None
-        raise
+        if error.status != 404:
+            raise
+        if missing is not None:
+            raise missing from None
+        return None
+
+
+def _user(client: ApiClient, name: str) -> dict[str, Any]:
+    """The user as the API shows it; rabbitmqctl's error if there is none."""
+    found: dict[str, Any] = _call(
+        client, "GET", f"/api/users/{segment(name)}", missing=_no_user(name)
+    )
     return found
-
-
-def _vhost_exists(client: ApiClient, name: str) -> bool:
-    try:
-        client.get(f"/api/vhosts/{segment(name)}")
-    except CtlError as error:
-        if error.status == 404:
-            return False
-        raise
-    return True
 
 
 def _table(args: argparse.Namespace, out: TextIO, columns: list[str], rows: list[dict]) -> None:
@@ -115,114 +122,77 @@ def run(args: argparse.Namespace, client: ApiClient, out: TextIO, info: Any) -> 
     """Run one of COMMANDS; `info(line)` prints an informational line unless -q."""
     command = args.command
     vhost = args.vhost
+    user_path = f"/api/users/{segment(args.user)}" if "user" in args else ""
     if command == "add_user":
         info(f'Adding user "{args.user}" ...')
-        if _user(client, args.user) is not None:
+        if _call(client, "GET", user_path) is not None:
             raise CtlError(f'User "{args.user}" already exists', EX_SOFTWARE)
-        client.request("PUT", f"/api/users/{segment(args.user)}",
-                       {"password": args.new_password, "tags": ""})  # fmt: skip
+        _call(client, "PUT", user_path, {"password": args.new_password, "tags": ""})
         info(
             "Done. Don't forget to grant the user permissions to some virtual hosts! "
             "See 'rabbitmqctl help set_permissions' to learn more."
         )
-        return 0
-    if command == "delete_user":
+    elif command == "delete_user":
         info(f'Deleting user "{args.user}" ...')
-        try:
-            client.request("DELETE", f"/api/users/{segment(args.user)}")
-        except CtlError as error:
-            if error.status == 404:
-                raise _no_user(args.user) from None
-            raise
-        return 0
-    if command == "change_password":
+        _call(client, "DELETE", user_path, missing=_no_user(args.user))
+    elif command == "change_password":
         info(f'Changing password for user "{args.user}" ...')
-        user = _user(client, args.user)
-        if user is None:
-            raise _no_user(args.user)
-        body = {"password": args.new_password, "tags": ",".join(user.get("tags") or [])}
-        client.request("PUT", f"/api/users/{segment(args.user)}", body)
-        return 0
-    if command == "set_user_tags":
+        tags = ",".join(_user(client, args.user).get("tags") or [])
+        _call(client, "PUT", user_path, {"password": args.new_password, "tags": tags})
+    elif command == "set_user_tags":
         info(f'Setting tags for user "{args.user}" to [{", ".join(args.tags)}] ...')
         user = _user(client, args.user)
-        if user is None:
-            raise _no_user(args.user)
         body = {
             "password_hash": user.get("password_hash", ""),
             "hashing_algorithm": user.get("hashing_algorithm", "rabbit_password_hashing_sha256"),
             "tags": ",".join(args.tags),
         }
-        client.request("PUT", f"/api/users/{segment(args.user)}", body)
-        return 0
-    if command == "add_vhost":
+        _call(client, "PUT", user_path, body)
+    elif command == "add_vhost":
         info(f'Adding vhost "{args.name}" ...')
-        meta = {
-            key: value
-            for key, value in (
-                ("description", args.description),
-                ("tags", args.tags),
-                ("default_queue_type", args.default_queue_type),
-            )
-            if value is not None
-        }
-        client.request("PUT", f"/api/vhosts/{segment(args.name)}", meta)
-        return 0
-    if command == "delete_vhost":
+        given = (
+            ("description", args.description),
+            ("tags", args.tags),
+            ("default_queue_type", args.default_queue_type),
+        )
+        meta = {key: value for key, value in given if value is not None}
+        _call(client, "PUT", f"/api/vhosts/{segment(args.name)}", meta)
+    elif command == "delete_vhost":
         info(f'Deleting vhost "{args.name}" ...')
-        try:
-            client.request("DELETE", f"/api/vhosts/{segment(args.name)}")
-        except CtlError as error:
-            if error.status == 404:
-                raise CtlError(f"Virtual host '{args.name}' does not exist", EX_DATAERR) from None
-            raise
-        return 0
-    if command == "set_permissions":
-        info(f'Setting permissions for user "{args.user}" in vhost "{vhost}" ...')
-        if not _vhost_exists(client, vhost):
-            raise CtlError(f"Virtual host {vhost} does not exist", EX_UNAVAILABLE)
-        if _user(client, args.user) is None:
-            raise _no_user(args.user, quoted=False)
-        body = {"configure": args.conf, "write": args.write, "read": args.read}
-        try:
-            client.request(
-                "PUT", f"/api/permissions/{segment(vhost)}/{segment(args.user)}", body
-            )
-        except CtlError as error:
-            raise CtlError(str(error), EX_UNAVAILABLE) from None
-        return 0
-    if command == "clear_permissions":
-        info(f'Clearing permissions for user "{args.user}" in vhost "{vhost}" ...')
-        if _user(client, args.user) is None:
-            raise _no_user(args.user, quoted=False)
-        if not _vhost_exists(client, vhost):
-            raise CtlError(f"Virtual host {vhost} does not exist", EX_UNAVAILABLE)
-        try:
-            client.request("DELETE", f"/api/permissions/{segment(vhost)}/{segment(args.user)}")
-        except CtlError as error:
-            if error.status != 404:  # no permission there: nothing to clear, as rabbitmqctl
-                raise
-        return 0
-    if command == "list_permissions":
+        missing = _no_vhost(args.name, EX_DATAERR, quoted=True)
+        _call(client, "DELETE", f"/api/vhosts/{segment(args.name)}", missing=missing)
+    elif command in ("set_permissions", "clear_permissions"):
+        _permissions(args, client, info)
+    elif command == "list_permissions":
         info(f'Listing permissions for vhost "{vhost}" ...')
-        try:
-            rows = client.get(f"/api/vhosts/{segment(vhost)}/permissions")
-        except CtlError as error:
-            if error.status == 404:
-                raise CtlError(f"Virtual host '{vhost}' does not exist", EX_DATAERR) from None
-            raise
+        missing = _no_vhost(vhost, EX_DATAERR, quoted=True)
+        rows = _call(client, "GET", f"/api/vhosts/{segment(vhost)}/permissions", missing=missing)
         _table(args, out, ["user", "configure", "write", "read"], rows)
-        return 0
-    if command == "list_user_permissions":
+    elif command == "list_user_permissions":
         info(f'Listing permissions for user "{args.user}" ...')
-        try:
-            rows = client.get(f"/api/users/{segment(args.user)}/permissions")
-        except CtlError as error:
-            if error.status == 404:
-                raise CtlError(
-                    f'{{:no_such_user, "{args.user}"}}', EX_UNAVAILABLE
-                ) from None
-            raise
+        missing = CtlError(f'{{:no_such_user, "{args.user}"}}', EX_UNAVAILABLE)
+        rows = _call(client, "GET", f"{user_path}/permissions", missing=missing)
         _table(args, out, ["vhost", "configure", "write", "read"], rows)
-        return 0
-    raise CtlError(f"unknown command {command}", EX_SOFTWARE)
+    else:
+        raise CtlError(f"unknown command {command}", EX_SOFTWARE)
+    return 0
+
+
+def _permissions(args: argparse.Namespace, client: ApiClient, info: Any) -> None:
+    """set_permissions / clear_permissions: rabbitmqctl's checks, then the API call."""
+    vhost = args.vhost
+    path = f"/api/permissions/{segment(vhost)}/{segment(args.user)}"
+    if args.command == "set_permissions":
+        info(f'Setting permissions for user "{args.user}" in vhost "{vhost}" ...')
+    else:
+        info(f'Clearing permissions for user "{args.user}" in vhost "{vhost}" ...')
+    _call(client, "GET", f"/api/vhosts/{segment(vhost)}", missing=_no_vhost(vhost))
+    _call(client, "GET", f"/api/users/{segment(args.user)}", missing=_no_user(args.user, False))
+    if args.command == "clear_permissions":
+        _call(client, "DELETE", path)  # no permission there: nothing to clear, as rabbitmqctl
+        return
+    body = {"configure": args.conf, "write": args.write, "read": args.read}
+    try:
+        _call(client, "PUT", path, body)
+    except CtlError as error:  # an invalid regex
+        raise CtlError(str(error), EX_UNAVAILABLE) from None

@@ -64,6 +64,7 @@ class Broker:
         self.connections: set[Connection] = set()
         self.accounts = Accounts(config, accounts_path(config.data_dir))
         self._retiring: dict[str, tuple[DurableStore, SpillLog]] = {}  # deleted vhosts
+        self._retirements: set[asyncio.Future[None]] = set()
         self.fatal: BaseException | None = None
         self.disk_full = False
         watermark = parse_watermark(config.memory_high_watermark)
@@ -158,6 +159,10 @@ class Broker:
         if name in self.vhosts:
             self.accounts.put_vhost(name, meta)
             return False
+        # Files under this name can only be a deleted vhost's that a crash left behind:
+        # a new vhost starts empty, as in RabbitMQ.
+        self._finish_retiring(name)
+        shutil.rmtree(self._vhost_dir(name), ignore_errors=True)
         self.open_vhost(name)
         self.accounts.put_vhost(name, meta)
         log.info("vhost %s: created", name)
@@ -181,7 +186,9 @@ class Broker:
         self.recovery_seconds.pop(name, None)
         if isinstance(store, DurableStore):
             self._retiring[name] = (store, spill)
-            asyncio.ensure_future(self._retire(name, vhost), loop=self.loop)
+            task = asyncio.ensure_future(self._retire(name, vhost), loop=self.loop)
+            self._retirements.add(task)  # a task nobody holds may be collected mid-way
+            task.add_done_callback(self._retirements.discard)
         log.info("vhost %s: deleted", name)
         return True
 

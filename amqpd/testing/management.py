@@ -41,7 +41,9 @@ class ManagementClient:
         except CtlError as error:
             if error.status == 404 and missing_ok:
                 return None
-            raise ManagementError(f"{method} {self.base_url}{path}: {error}") from None
+            if error.status is None:  # not reached, or not JSON
+                raise ManagementError(f"{method} {self.base_url}{path}: {error}") from None
+            raise ManagementError(f"{method} {path}: HTTP {error.status}: {error}") from None
 
     def create_vhost(self, vhost: str, grant_to: str) -> None:
         """Create `vhost` and give user `grant_to` all rights on it."""

@@ -51,6 +51,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("amqpd.server")
 
 
+def vhost_dir_name(name: str) -> str:
+    """A vhost's directory under the data directory: its name percent-quoted, and "." and
+    ".." spelled out too, so that no name can point at the data directory or above it."""
+    if not name:
+        raise ValueError("a vhost needs a name")
+    quoted = quote(name, safe="")
+    return quoted if quoted.strip(".") else "%2E" * len(quoted)
+
+
 class Broker:
     """Everything connections share: config, vhosts and stores, the tick scheduler."""
 
@@ -148,11 +157,11 @@ class Broker:
         return vhost
 
     def _vhost_dir(self, name: str) -> Path:
-        return Path(self.config.data_dir) / quote(name, safe="")
+        return Path(self.config.data_dir) / vhost_dir_name(name)
 
     def _spill_dir(self, name: str) -> Path:
         # "#" is always quoted in vhost directory names: no vhost's log can be here
-        return Path(self.config.data_dir) / "#spill" / quote(name, safe="")
+        return Path(self.config.data_dir) / "#spill" / vhost_dir_name(name)
 
     def add_vhost(self, name: str, meta: dict[str, object]) -> bool:
         """Create a vhost (or change its metadata); True if it is new. Raises StoreFailed."""

@@ -436,3 +436,18 @@ def test_definitions_file_at_startup_creates_users(tmp_path: Path) -> None:
         connection = _connect(proc.port, "ci", "ci-pass", "ci-vhost")
         connection.channel().queue_declare("jobs", passive=True)
         connection.close()
+
+
+def test_vhost_names_never_reach_outside_the_data_directory(
+    broker: tuple[BrokerProcess, Api],
+) -> None:
+    proc, api = broker
+    for name in ("..", "."):
+        path = f"/api/vhosts/{quote(name, safe='').replace('.', '%2E')}"
+        assert api.request("PUT", path, {})[0] == 201
+        assert api.get(path)["name"] == name
+        _connect(proc.port, "guest", "guest", name).close()
+        assert api.request("DELETE", path)[0] == 204
+    assert (proc.data_dir / "%2F").is_dir() and proc.data_dir.parent.is_dir()
+    assert api.request("PUT", "/api/vhosts/", {})[0] == 405
+    _connect(proc.port, "guest", "guest").close()

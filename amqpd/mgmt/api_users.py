@@ -15,7 +15,7 @@ from amqpd.accounts import AccountsError
 from amqpd.config import Permission
 from amqpd.mgmt import listing
 from amqpd.mgmt.context import Call
-from amqpd.mgmt.errors import ApiError, bad_request, not_found
+from amqpd.mgmt.errors import ApiError, bad_request, method_not_allowed, not_found
 from amqpd.mgmt.router import CREATED, NO_CONTENT, Router
 from amqpd.mgmt.users import (
     BadBody,
@@ -56,6 +56,8 @@ def show_user(call: Call) -> Any:
 
 def put_user(call: Call) -> Any:
     call.requester.require_admin()
+    if not call.params["user"]:
+        raise method_not_allowed()  # `/api/users/` is the list
     try:
         user = user_from_body(call.params["user"], call.json())
     except BadBody as error:
@@ -135,6 +137,8 @@ def delete_permission(call: Call) -> Any:
 def put_vhost(call: Call) -> Any:
     call.requester.require_admin()
     name = call.params["vhost"]
+    if not name:
+        raise method_not_allowed()  # `/api/vhosts/` is the list
     try:
         meta = vhost_meta(call.json())
     except BadBody as error:
@@ -142,7 +146,7 @@ def put_vhost(call: Call) -> Any:
     broker = call.mgmt.broker
     try:
         created = broker.add_vhost(name, meta)
-    except (StoreFailed, OSError) as error:
+    except (StoreFailed, OSError, ValueError) as error:
         raise bad_request(f"cannot create vhost '{name}': {error}") from None
     if created:  # as RabbitMQ: whoever creates a vhost may use it
         broker.accounts.set_permission(call.requester.name, name, FULL)

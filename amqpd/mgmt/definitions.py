@@ -311,7 +311,7 @@ def _import_vhosts(broker: Broker, data: dict[str, Any]) -> int:
         }
         try:
             broker.add_vhost(name, meta)
-        except (StoreFailed, OSError) as error:
+        except (StoreFailed, OSError, ValueError) as error:
             raise DefinitionsError(f"cannot create vhost '{name}': {error}") from None
         created += 1
     return created

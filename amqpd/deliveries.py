@@ -52,8 +52,11 @@ class Deliveries:
         """A consumer is given a message: its delivery tag."""
         tag = self.next_tag
         self.next_tag = tag + 1
+        if redelivered:
+            _count_redelivery(self.stats, queue)
         if consumer.no_ack:
             self.stats.deliver_no_ack += 1
+            queue.stats.deliver_no_ack += 1
             if message.store_id:
                 queue.settled(message)
         else:
@@ -67,8 +70,11 @@ class Deliveries:
         """basic.get took a message: its delivery tag."""
         tag = self.next_tag
         self.next_tag = tag + 1
+        if redelivered:
+            _count_redelivery(self.stats, queue)
         if no_ack:
             self.stats.get_no_ack += 1
+            queue.stats.get_no_ack += 1
             queue.settled(message)
         else:
             self.unacked[tag] = (queue, seq, message, None)
@@ -140,6 +146,8 @@ class Deliveries:
                     queue.reject(message)
                 elif message.store_id:
                     queue.settled(message)
+                if not rejected:
+                    queue.stats.ack += 1
         if requeue:
             _requeue(entries)
         if self.global_prefetch:
@@ -147,6 +155,11 @@ class Deliveries:
         for queue in kicked:
             queue.kick()
         return False
+
+
+def _count_redelivery(stats: MessageStats, queue: Queue) -> None:
+    stats.redeliver += 1
+    queue.stats.redeliver += 1
 
 
 def _requeue(entries: list[Unacked]) -> None:

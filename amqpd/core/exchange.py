@@ -59,6 +59,8 @@ class Exchange:
         self.bound_from: set[Exchange] = set()  # sources that may hold bindings to this
         self.exchange_destinations = 0  # bindings whose destination is an exchange
         self.deleted = False
+        self.publish_in = 0  # messages published to this exchange (statistics)
+        self.publish_out = 0  # ... times they reached a queue, summed over queues
 
     def bind(self, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> bool:
         """Add a binding; False if an identical one exists already."""

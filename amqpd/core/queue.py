@@ -26,7 +26,7 @@ from amqpd.core.lease import Lease
 from amqpd.core.message import Message
 from amqpd.core.priority import PriorityMessages
 from amqpd.core.quorum import DELIVERY_LIMIT, count_returns, counted_copy
-from amqpd.core.stats import MessageStats
+from amqpd.core.stats import MessageStats, QueueStats
 from amqpd.store import Store
 
 Entry = tuple[int, Message, bool]
@@ -88,6 +88,7 @@ class Queue:
         self.delivered_count = 0
         self.get_count = 0
         self.vhost_stats = MessageStats()
+        self.stats = QueueStats()  # the rest of its counters (management API)
         self.clock: Clock = clock or ManualClock()
         self._dead_letter = dead_letter
         self._unused = unused  # called when an x-expires lease runs out
@@ -304,6 +305,7 @@ class Queue:
                 self.release_publishers()
         if entry is None:
             self.vhost_stats.get_empty += 1
+            self.stats.get_empty += 1
         else:
             self.get_count += 1
             self.vhost_stats.get += 1

@@ -513,6 +513,8 @@ class VHost:
         else:
             queues = self.route(exchange, message)
         self.stats.publish += 1
+        exchange.publish_in += 1
+        exchange.publish_out += len(queues)
         if self.rejecting:
             self.refused = False
             if queues:

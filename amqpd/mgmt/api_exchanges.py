@@ -15,11 +15,11 @@ from amqpd.core.errors import AMQPError
 from amqpd.core.exchange import Exchange
 from amqpd.core.message import Message
 from amqpd.core.vhost import VHost
-from amqpd.mgmt import listing, shapes
+from amqpd.mgmt import declaring, listing, shapes
 from amqpd.mgmt.context import Call
 from amqpd.mgmt.errors import bad_request, from_amqp, not_found
 from amqpd.mgmt.messages import BadMessage, build_header, decode_payload
-from amqpd.mgmt.router import CREATED, NO_CONTENT, Reply, Router
+from amqpd.mgmt.router import NO_CONTENT, Reply, Router
 from amqpd.wire.content import peek_header
 
 DEFAULT = "amq.default"
@@ -29,18 +29,17 @@ def _exchange_name(raw: str) -> str:
     return "" if raw == DEFAULT else raw
 
 
-def _find(call: Call, param: str = "exchange") -> tuple[VHost, Exchange]:
+def _find(call: Call) -> tuple[VHost, Exchange]:
     vhost = call.vhost()
-    exchange = vhost.exchanges.get(_exchange_name(call.params[param]))
-    if exchange is None:
-        raise not_found()
-    return vhost, exchange
+    return vhost, declaring.find(vhost.exchanges, _exchange_name(call.params["exchange"]))
 
 
 def list_exchanges(call: Call) -> Any:
     items = [
         shapes.exchange_json(
-            exchange, call.mgmt.policies.effective(vhost.name, "exchange", exchange.name)
+            exchange,
+            call.mgmt.rates,
+            call.mgmt.policies.effective(vhost.name, "exchange", exchange.name),
         )
         for vhost in call.vhosts()
         for exchange in list(vhost.exchanges.values())
@@ -52,16 +51,9 @@ def list_exchanges(call: Call) -> Any:
 def show_exchange(call: Call) -> Any:
     vhost, exchange = _find(call)
     policy = call.mgmt.policies.effective(vhost.name, "exchange", exchange.name)
-    shown = shapes.exchange_json(exchange, policy)
+    shown = shapes.exchange_json(exchange, call.mgmt.rates, policy)
     shown.update({"incoming": [], "outgoing": []})
     return shown
-
-
-def _flag(body: dict[str, Any], name: str, default: bool = False) -> bool:
-    value = body.get(name, default)
-    if isinstance(value, str):
-        return value.lower() == "true"
-    return bool(value)
 
 
 def declare_exchange(call: Call) -> Any:
@@ -71,23 +63,19 @@ def declare_exchange(call: Call) -> Any:
     type_name = body.get("type")
     if not isinstance(type_name, str) or not type_name:
         raise bad_request("type is required")
-    arguments = body.get("arguments") or {}
-    if not isinstance(arguments, dict):
-        raise bad_request("arguments must be an object")
-    call.requester.check(vhost.name, "configure", "exchange", name)
-    existed = name in vhost.exchanges
-    try:
+    arguments = declaring.arguments(body)
+
+    def declare() -> None:
         vhost.declare_exchange(
             name,
             type_name,
-            durable=_flag(body, "durable", True),
-            auto_delete=_flag(body, "auto_delete"),
-            internal=_flag(body, "internal"),
+            durable=declaring.flag(body, "durable", True),
+            auto_delete=declaring.flag(body, "auto_delete"),
+            internal=declaring.flag(body, "internal"),
             arguments=arguments,
         )
-    except AMQPError as error:
-        raise from_amqp(error) from None
-    return NO_CONTENT if existed else CREATED
+
+    return declaring.declare(call, "exchange", name, vhost.exchanges, declare)
 
 
 def delete_exchange(call: Call) -> Any:

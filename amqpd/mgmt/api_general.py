@@ -30,8 +30,9 @@ API_VERSION = "3.10.8"
 
 
 def vhost_counts(vhost: VHost, unacked: Any) -> dict[str, int]:
-    ready = sum(len(queue.messages) for queue in vhost.queues.values())
-    waiting = sum(unacked[queue] for queue in vhost.queues.values())
+    ready = sum(map(len, vhost.queues.values()))
+    name = vhost.name
+    waiting = sum(count for queue, count in unacked.items() if queue.vhost == name)
     return {
         "messages": ready + waiting,
         "messages_ready": ready,

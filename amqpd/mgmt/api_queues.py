@@ -9,73 +9,65 @@ permission; `get` takes messages from the head and puts them back (redelivered) 
 from __future__ import annotations
 
 import asyncio
-import json
+import time
 from typing import Any
 
-from amqpd.core.errors import AMQPError
 from amqpd.core.queue import Queue
 from amqpd.core.vhost import VHost
-from amqpd.mgmt import inspect, listing, shapes
+from amqpd.mgmt import declaring, inspect, listing, rows, shapes
 from amqpd.mgmt.context import Call
-from amqpd.mgmt.errors import bad_request, from_amqp, not_found
+from amqpd.mgmt.errors import bad_request
 from amqpd.mgmt.messages import payload_json, properties_json
-from amqpd.mgmt.router import CREATED, NO_CONTENT, RawJson, Reply, Router
+from amqpd.mgmt.router import NO_CONTENT, RawJson, Reply, Router
 
 ACK_MODES = ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true", "reject_requeue_false")
-CHUNK = 100  # queues described per event-loop turn, so AMQP traffic keeps flowing
+SLICE = 0.001  # seconds of listing per event-loop turn, so AMQP traffic keeps flowing
 
 
 def _find(call: Call) -> tuple[VHost, Queue]:
     vhost = call.vhost()
-    queue = vhost.queues.get(call.params["queue"])
-    if queue is None:
-        raise not_found()
-    return vhost, queue
+    return vhost, declaring.find(vhost.queues, call.params["queue"])
+
+
+# Query parameters that need every queue as a dict (filter, sort, project, page).
+SHAPING = ("name", "sort", "sort_reverse", "columns", "page", "page_size")
 
 
 async def list_queues(call: Call) -> Any:
-    """Facts are read on the loop a slice at a time; the JSON is built in a worker thread
-    from those plain values, so a long list hardly delays AMQP traffic."""
+    """Queues are read on the loop a slice at a time (about a millisecond each), so a long
+    list delays AMQP traffic by no more than that. A plain listing is written as JSON text
+    directly (`rows.QueueText`); a filtered, sorted or paged one is built as dicts."""
     mgmt = call.mgmt
     unacked = mgmt.unacked_by_queue()
-    facts: list[shapes.QueueFacts] = []
+    query = dict(call.query)
+    policies = mgmt.policies
+    pair = mgmt.rates.pair
+    key = rows.queue_key
+    shaped = any(name in query for name in SHAPING)
+    text = mgmt.queue_text
+    node = mgmt.node
+    pieces: list[str] = []
+    items: list[dict[str, Any]] = []
+    deadline = time.perf_counter() + SLICE
     for vhost in call.vhosts():
-        queues = list(vhost.queues.values())
-        for start in range(0, len(queues), CHUNK):
-            facts += [
-                shapes.queue_facts(
-                    queue,
-                    unacked[queue],
-                    mgmt.rates,
-                    mgmt.policies.effective(queue.vhost, "queue", queue.name),
-                )
-                for queue in queues[start : start + CHUNK]
-            ]
-            if len(queues) > CHUNK:
+        found = vhost.queues
+        for name in mgmt.queue_order.names(vhost.name, found):
+            queue = found.get(name)
+            if queue is None:
+                continue
+            policy = policies.effective(queue.vhost, "queue", name)
+            if shaped:
+                items.append(rows.queue_dict(queue, unacked[queue], pair(key(queue)), node, policy))
+            else:
+                pieces.append(text.render(queue, unacked[queue], pair(key(queue)), policy))
+            if time.perf_counter() > deadline:
                 await asyncio.sleep(0)
-    if len(facts) <= CHUNK:
-        return _render(facts, mgmt.node, dict(call.query))
-    with mgmt.background_work():
-        body = await asyncio.to_thread(_render_text, facts, mgmt.node, dict(call.query))
-    return RawJson(body)
-
-
-def _render(facts: list[shapes.QueueFacts], node: str, query: dict[str, str]) -> Any:
-    items = [shapes.facts_json(one, node) for one in facts]
-    items.sort(key=lambda item: (item["vhost"], item["name"]))
-    return listing.render(items, query)
-
-
-def _render_text(facts: list[shapes.QueueFacts], node: str, query: dict[str, str]) -> bytes:
-    rendered = _render(facts, node, query)
-    if not isinstance(rendered, list):
-        return json.dumps(rendered, separators=(",", ":")).encode()
-    # Encoded in slices: json.dumps holds the GIL throughout, the loop thread wants it back.
-    pieces = [
-        json.dumps(rendered[start : start + CHUNK], separators=(",", ":"))[1:-1]
-        for start in range(0, len(rendered), CHUNK)
-    ]
-    return ("[" + ",".join(piece for piece in pieces if piece) + "]").encode()
+                deadline = time.perf_counter() + SLICE
+    if len(text) > 2 * len(pieces) + 1000:
+        text.forget_deleted()
+    if shaped:
+        return listing.render(items, query)
+    return RawJson(("[" + ",".join(pieces) + "]").encode())
 
 
 def show_queue(call: Call) -> Any:
@@ -97,34 +89,23 @@ def show_queue(call: Call) -> Any:
     return shown
 
 
-def _flag(body: dict[str, Any], name: str, default: bool = False) -> bool:
-    value = body.get(name, default)
-    if isinstance(value, str):
-        return value.lower() == "true"
-    return bool(value)
-
-
 def declare_queue(call: Call) -> Any:
     vhost = call.vhost()
     name = call.params["queue"]
     body = call.json()
-    arguments = body.get("arguments") or {}
-    if not isinstance(arguments, dict):
-        raise bad_request("arguments must be an object")
-    call.requester.check(vhost.name, "configure", "queue", name)
-    existed = name in vhost.queues
-    try:
+    arguments = declaring.arguments(body)
+
+    def declare() -> None:
         vhost.check_queue_name(name)
         vhost.declare_queue(
             name,
             owner=None,
-            durable=_flag(body, "durable", True),
-            auto_delete=_flag(body, "auto_delete"),
+            durable=declaring.flag(body, "durable", True),
+            auto_delete=declaring.flag(body, "auto_delete"),
             arguments=arguments,
         )
-    except AMQPError as error:
-        raise from_amqp(error) from None
-    return NO_CONTENT if existed else CREATED
+
+    return declaring.declare(call, "queue", name, vhost.queues, declare)
 
 
 def delete_queue(call: Call) -> Any:
@@ -155,7 +136,7 @@ def get_messages(call: Call) -> Any:
         raise bad_request("count must be an integer") from None
     ackmode = body.get("ackmode", "ack_requeue_true")
     if body.get("requeue") is not None and "ackmode" not in body:  # RabbitMQ < 3.7 clients
-        ackmode = "ack_requeue_true" if _flag(body, "requeue") else "ack_requeue_false"
+        ackmode = "ack_requeue_true" if declaring.flag(body, "requeue") else "ack_requeue_false"
     if ackmode not in ACK_MODES:
         raise bad_request(f"ackmode must be one of {', '.join(ACK_MODES)}")
     encoding = body.get("encoding", "auto")

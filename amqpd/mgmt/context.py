@@ -7,26 +7,23 @@ entry points to broker state.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from amqpd.core.vhost import VHost
 from amqpd.mgmt import inspect
 from amqpd.mgmt.access import Requester
 from amqpd.mgmt.errors import bad_request, not_found
+from amqpd.mgmt.order import SortedNames
 from amqpd.mgmt.policies import Policies, policies_path
 from amqpd.mgmt.rates import Rates
+from amqpd.mgmt.rows import QueueText
 
 if TYPE_CHECKING:
     from amqpd.broker import Broker
-
-
-BACKGROUND_SWITCH_INTERVAL = 0.0005  # seconds; CPython's default is 0.005
 
 
 class Mgmt:
@@ -38,26 +35,11 @@ class Mgmt:
         self.started = time.time()
         self.policies = Policies(policies_path(broker.config.data_dir))
         self.listeners: list[dict[str, Any]] = []  # as /api/overview shows them
-        self._background = 0  # worker-thread jobs running
-        self._switch_interval = sys.getswitchinterval()
+        self.queue_text = QueueText(self.node)  # each queue's JSON, its static part kept
+        self.queue_order = SortedNames()  # each vhost's queue names, sorted
 
     def views(self) -> list[inspect.ConnectionView]:
         return inspect.connections(self.broker.connections)
-
-    @contextlib.contextmanager
-    def background_work(self) -> Iterator[None]:
-        """While a worker thread builds a big answer, hand the GIL back to the event loop
-        thread sooner (CPython's switch interval), so AMQP traffic waits less for it."""
-        if self._background == 0:
-            self._switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(BACKGROUND_SWITCH_INTERVAL)
-        self._background += 1
-        try:
-            yield
-        finally:
-            self._background -= 1
-            if self._background == 0:
-                sys.setswitchinterval(self._switch_interval)
 
     def unacked_by_queue(self, views: list[inspect.ConnectionView] | None = None) -> Counter[Any]:
         return inspect.unacked_by_queue(self.views() if views is None else views)

@@ -26,7 +26,7 @@ from amqpd.mgmt import (
     api_queues,
     api_testing,
     dashboard,
-    shapes,
+    rows,
 )
 from amqpd.mgmt.access import Requester
 from amqpd.mgmt.context import Call, Mgmt
@@ -40,6 +40,7 @@ log = logging.getLogger("amqpd.mgmt")
 
 SAMPLE_INTERVAL = 1.0  # seconds between rate samples
 QUEUES_PER_SAMPLE = 1000  # queues sampled per tick (all of them when fewer)
+SAMPLE_SLICE = 0.001  # seconds of sampling per event-loop turn
 ENCODE_CHUNK = 100  # list items JSON-encoded per event-loop turn
 
 
@@ -187,7 +188,8 @@ class ManagementServer:
                 if not queues:
                     queues = self._all_queues()
                 batch, queues = queues[:QUEUES_PER_SAMPLE], queues[QUEUES_PER_SAMPLE:]
-                self.sample(batch)
+                self.sample_totals()
+                await self.sample_queues(batch)
             except Exception:  # statistics must never take the broker down
                 log.exception("sampling statistics failed")
             await asyncio.sleep(SAMPLE_INTERVAL)
@@ -196,23 +198,37 @@ class ManagementServer:
         self.mgmt.rates.forget_older_than(time.monotonic() - 600)
         return [q for vhost in self.mgmt.broker.vhosts.values() for q in vhost.queues.values()]
 
-    def sample(self, queues: list[Any]) -> None:
-        """Sample every vhost, and `queues` (a slice of all queues: with many queues each
-        is sampled every few seconds, and no tick holds the loop for long)."""
+    def sample_totals(self) -> None:
+        """Sample every vhost, the overview and every exchange."""
         mgmt = self.mgmt
         now = time.monotonic()
         unacked = mgmt.unacked_by_queue()
         totals: dict[str, float] = {}
+        sample = mgmt.rates.sample
         for vhost in mgmt.broker.vhosts.values():
             values: dict[str, float] = dict(vhost.stats.snapshot())
             values.update(api_general.vhost_counts(vhost, unacked))
-            mgmt.rates.sample(("vhost", vhost.name), values, now)
+            sample(("vhost", vhost.name), values, now)
             for name, value in values.items():
                 totals[name] = totals.get(name, 0) + value
-        mgmt.rates.sample(("overview",), totals, now)
+            for exchange in vhost.exchanges.values():
+                sample(rows.exchange_key(exchange), rows.exchange_values(exchange), now)
+        sample(("overview",), totals, now)
+
+    async def sample_queues(self, queues: list[Any]) -> None:
+        """Sample `queues` (a slice of all queues: with many queues each is sampled every
+        few seconds), yielding to AMQP traffic every millisecond or so."""
+        mgmt = self.mgmt
+        unacked = mgmt.unacked_by_queue()
+        sample = mgmt.rates.sample
+        values, key = rows.queue_values, rows.queue_key
+        clock = time.monotonic
+        deadline = clock() + SAMPLE_SLICE
         for queue in queues:
             if queue.deleted:
                 continue
-            counts: dict[str, float] = dict(shapes.queue_stats(queue))
-            counts.update(shapes.queue_counts(queue, unacked[queue]))
-            mgmt.rates.sample(shapes.queue_key(queue), counts, now)
+            now = clock()
+            sample(key(queue), values(queue, unacked[queue]), now)
+            if now > deadline:
+                await asyncio.sleep(0)
+                deadline = clock() + SAMPLE_SLICE

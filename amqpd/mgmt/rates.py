@@ -1,8 +1,9 @@
 """Rates for the management API: per-second changes between the last two samples.
 
 `Rates.sample(key, values, now)` records the counters of one object (a vhost, a queue) at
-time `now`; `details(key, name)` is RabbitMQ's `{"rate": r}` computed over the two most
-recent samples. The server samples on a timer; counts themselves are always read live.
+time `now`, as a name -> count mapping or, for queues and exchanges, a tuple in a fixed
+field order (see `rows.rates_of`); `details(key, name)` is RabbitMQ's `{"rate": r}` computed
+over the two most recent mapping samples. The server samples on a timer; counts themselves are always read live.
 Keys of objects not sampled for a while are dropped by `forget_older_than`.
 """
 
@@ -11,17 +12,16 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-_Pair = tuple[float, Mapping[str, float], float, Mapping[str, float]]
+Values = Mapping[str, float] | tuple[float, ...]
+_Pair = tuple[float, Any, float, Any]
 
 
 class Rates:
     def __init__(self) -> None:
         # key -> (previous time, previous values, latest time, latest values)
-        self._samples: dict[
-            Hashable, tuple[float, Mapping[str, float], float, Mapping[str, float]]
-        ] = {}
+        self._samples: dict[Hashable, _Pair] = {}
 
-    def sample(self, key: Hashable, values: Mapping[str, float], now: float) -> None:
+    def sample(self, key: Hashable, values: Values, now: float) -> None:
         old = self._samples.get(key)
         if old is None:
             self._samples[key] = (now, values, now, values)

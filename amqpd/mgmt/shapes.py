@@ -1,7 +1,8 @@
 """Core objects as RabbitMQ's management API shows them (JSON field names and values).
 
 Pure functions of a queue, exchange, binding or vhost plus the few live numbers the caller
-gathered (unacked counts, consumers, rates); nothing here changes state. Counts are read
+gathered (unacked counts, rates); nothing here changes state. Queue rows and their
+counters are in `rows`. Counts are read
 live, never from a statistics cache.
 """
 
@@ -13,106 +14,15 @@ import json
 import os
 import resource
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import quote
 
 from amqpd.core.exchange import Exchange
 from amqpd.core.queue import Queue
 from amqpd.core.vhost import VHost
+from amqpd.mgmt import rows
 from amqpd.mgmt.jsonable import to_json
-from amqpd.mgmt.rates import Rates, with_details
-
-# A rough per-message cost of a queued message in RAM (entry, Message object, header).
-MESSAGE_OVERHEAD = 300
-QUEUE_OVERHEAD = 2000
-
-
-def queue_counts(queue: Queue, unacked: int) -> dict[str, int]:
-    ready = len(queue.messages)
-    return {
-        "messages": ready + unacked,
-        "messages_ready": ready,
-        "messages_unacknowledged": unacked,
-    }
-
-
-def queue_stats(queue: Queue) -> dict[str, int]:
-    return {
-        "publish": queue.enqueued_count,
-        "deliver": queue.delivered_count,
-        "get": queue.get_count,
-        "deliver_get": queue.delivered_count + queue.get_count,
-    }
-
-
-def queue_key(queue: Queue) -> tuple[str, str, str]:
-    return ("queue", queue.vhost, queue.name)
-
-
-class QueueFacts(NamedTuple):
-    """What a queue's JSON is made of, read on the event loop in one go; turning it into
-    JSON (`facts_json`) touches no broker object, so it may run in another thread."""
-
-    name: str
-    vhost: str
-    durable: bool
-    auto_delete: bool
-    exclusive: bool
-    arguments: dict[str, Any]
-    counts: dict[str, int]
-    stats: dict[str, int]
-    consumers: int
-    exclusive_tag: str | None
-    rates: Any
-    policy: dict[str, Any] | None
-
-
-def queue_facts(
-    queue: Queue, unacked: int, rates: Rates, policy: dict[str, Any] | None = None
-) -> QueueFacts:
-    consumers = queue.consumers
-    return QueueFacts(
-        queue.name,
-        queue.vhost,
-        queue.durable,
-        queue.auto_delete,
-        queue.exclusive_owner is not None,
-        queue.arguments,
-        queue_counts(queue, unacked),
-        queue_stats(queue),
-        len(consumers),
-        next((c.tag for c in consumers if c.exclusive), None) if consumers else None,
-        rates.pair(("queue", queue.vhost, queue.name)),
-        policy,
-    )
-
-
-def facts_json(facts: QueueFacts, node: str) -> dict[str, Any]:
-    consumers = facts.consumers
-    shown: dict[str, Any] = {
-        "name": facts.name,
-        "vhost": facts.vhost,
-        "node": node,
-        "type": "classic",
-        "durable": facts.durable,
-        "auto_delete": facts.auto_delete,
-        "exclusive": facts.exclusive,
-        "arguments": to_json(facts.arguments) if facts.arguments else {},
-        "state": "running",
-        "consumers": consumers,
-        "consumer_capacity": 1.0 if consumers else 0,
-        "consumer_utilisation": 1.0 if consumers else 0,
-        "exclusive_consumer_tag": facts.exclusive_tag,
-        "single_active_consumer_tag": None,
-        "policy": facts.policy["name"] if facts.policy else None,
-        "operator_policy": None,
-        "effective_policy_definition": dict(facts.policy["definition"]) if facts.policy else {},
-        "memory": QUEUE_OVERHEAD + MESSAGE_OVERHEAD * facts.counts["messages"],
-        "message_stats": with_details(facts.rates, facts.stats),
-        "head_message_timestamp": None,
-    }
-    shown.update(with_details(facts.rates, facts.counts))
-    return shown
+from amqpd.mgmt.rates import Rates
 
 
 def queue_json(
@@ -123,7 +33,7 @@ def queue_json(
     detailed: bool = False,
     policy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    shown = facts_json(queue_facts(queue, unacked, rates, policy), node)
+    shown = rows.queue_dict(queue, unacked, rates.pair(rows.queue_key(queue)), node, policy)
     if detailed:
         # Sizes from the content header: reading `body` would page an evicted body back in.
         ready_bytes = persistent = persistent_bytes = paged_out = paged_out_bytes = 0
@@ -151,7 +61,9 @@ def queue_json(
     return shown
 
 
-def exchange_json(exchange: Exchange, policy: dict[str, Any] | None = None) -> dict[str, Any]:
+def exchange_json(
+    exchange: Exchange, rates: Rates, policy: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "policy": policy["name"] if policy else None,
         "name": exchange.name,
@@ -162,6 +74,7 @@ def exchange_json(exchange: Exchange, policy: dict[str, Any] | None = None) -> d
         "internal": exchange.internal,
         "arguments": to_json(exchange.arguments),
         "user_who_performed_action": "rmq-internal" if exchange.name.startswith("amq.") else "",
+        "message_stats": rows.exchange_stats(exchange, rates.pair(rows.exchange_key(exchange))),
     }
 
 

@@ -84,7 +84,7 @@ def overview(call: Call) -> Any:
         "object_totals": {
             "connections": sum(1 for view in views if view.open),
             "channels": len(channels),
-            "consumers": sum(len(channel.consumers) for channel in channels),
+            "consumers": sum(channel.consumers for channel in channels),
             "exchanges": sum(len(vhost.exchanges) for vhost in vhosts),
             "queues": sum(len(vhost.queues) for vhost in vhosts),
         },

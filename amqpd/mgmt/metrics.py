@@ -98,7 +98,7 @@ class BrokerCollector:
         yield _gauge(
             "rabbitmq_consumers",
             "Consumers currently connected",
-            sum(len(channel.consumers) for channel in channels),
+            sum(channel.consumers for channel in channels),
         )
         yield _gauge("rabbitmq_queues", "Queues available", len(queues))
         ready = sum(len(queue.messages) for queue in queues)

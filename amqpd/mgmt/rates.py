@@ -3,8 +3,9 @@
 `Rates.sample(key, values, now)` records the counters of one object (a vhost, a queue) at
 time `now`, as a name -> count mapping or, for queues and exchanges, a tuple in a fixed
 field order (see `rows.rates_of`); `details(key, name)` is RabbitMQ's `{"rate": r}` computed
-over the two most recent mapping samples. The server samples on a timer; counts themselves are always read live.
-Keys of objects not sampled for a while are dropped by `forget_older_than`.
+over the two most recent mapping samples. The server samples on a timer; counts
+themselves are always read live. Keys of objects not sampled for a while are dropped by
+`forget_older_than`.
 """
 
 from __future__ import annotations

@@ -400,3 +400,21 @@ def test_pagination_and_columns(api: Api, name: str) -> None:
 def test_unknown_paths_and_methods(api: Api) -> None:
     assert api.request("GET", "/api/nothing-here")[0] == 404
     assert api.request("PATCH", "/api/overview")[0] == 405
+
+
+def test_long_listing_is_one_valid_list(api: Api, amqp: pika.BlockingConnection, name: str) -> None:
+    """A long list is written a slice at a time: it still arrives as one JSON list, sorted
+    by name, each queue once; an empty vhost lists as []."""
+    channel = amqp.channel()
+    names = [f"{name}-{index:04d}" for index in range(1500)]
+    for queue in reversed(names):
+        channel.queue_declare(queue)
+    listed = [item["name"] for item in api.get("/api/queues/%2F") if item["name"].startswith(name)]
+    assert listed == names
+    assert api.get("/api/queues/other") == []
+    for queue in names[::2]:
+        channel.queue_delete(queue)
+    listed = [item["name"] for item in api.get("/api/queues") if item["name"].startswith(name)]
+    assert listed == names[1::2]
+    for queue in names[1::2]:
+        channel.queue_delete(queue)

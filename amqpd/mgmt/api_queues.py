@@ -46,10 +46,12 @@ async def list_queues(call: Call) -> Any:
     shaped = any(name in query for name in SHAPING)
     text = mgmt.queue_text
     node = mgmt.node
-    pieces: list[str] = []
+    pieces: list[str] = []  # the queues of this slice, as JSON text
+    chunks: list[bytes] = []  # the answer so far, a slice per chunk
     items: list[dict[str, Any]] = []
+    vhosts = call.vhosts()
     deadline = time.perf_counter() + SLICE
-    for vhost in call.vhosts():
+    for vhost in vhosts:
         found = vhost.queues
         for name in mgmt.queue_order.names(vhost.name, found):
             queue = found.get(name)
@@ -61,13 +63,19 @@ async def list_queues(call: Call) -> Any:
             else:
                 pieces.append(text.render(queue, unacked[queue], pair(key(queue)), policy))
             if time.perf_counter() > deadline:
+                if pieces:  # encoded a slice at a time: no long join at the end
+                    chunks.append(("," if chunks else "[").encode() + ",".join(pieces).encode())
+                    pieces.clear()
                 await asyncio.sleep(0)
                 deadline = time.perf_counter() + SLICE
-    if len(text) > 2 * len(pieces) + 1000:
-        text.forget_deleted()
+    if len(text) > 2 * sum(len(vhost.queues) for vhost in vhosts) + 1000:
+        text.forget_deleted()  # many queues listed once are gone
     if shaped:
         return listing.render(items, query)
-    return RawJson(("[" + ",".join(pieces) + "]").encode())
+    if pieces:
+        chunks.append(("," if chunks else "[").encode() + ",".join(pieces).encode())
+    chunks.append(b"]" if chunks else b"[]")
+    return RawJson(chunks)
 
 
 def show_queue(call: Call) -> Any:

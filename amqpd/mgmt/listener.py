@@ -77,6 +77,18 @@ async def _chunked_json(items: list[Any]) -> web.Response:
     return web.Response(status=200, text=body, content_type="application/json")
 
 
+async def _send_chunks(request: web.Request, chunks: list[bytes]) -> web.StreamResponse:
+    response = web.StreamResponse(status=200)
+    response.content_type = "application/json"
+    response.charset = "utf-8"
+    response.content_length = sum(map(len, chunks))
+    await response.prepare(request)
+    for chunk in chunks:
+        await response.write(chunk)  # waits while the client is slow to read
+    await response.write_eof()
+    return response
+
+
 def _error(error: ApiError) -> web.Response:
     response = _json_response(error.status, {"error": error.error, "reason": error.reason})
     if error.status == 401:
@@ -167,9 +179,7 @@ class ManagementServer:
         if isinstance(result, list) and len(result) > ENCODE_CHUNK:
             return await _chunked_json(result)
         if isinstance(result, RawJson):
-            return web.Response(
-                status=200, body=result.body, content_type="application/json", charset="utf-8"
-            )
+            return await _send_chunks(request, result.chunks)
         if isinstance(result, Reply):
             if result.body is None:
                 response = web.Response(status=result.status)

@@ -30,9 +30,10 @@ class Reply:
 
 @dataclass(frozen=True)
 class RawJson:
-    """A 200 response whose JSON the handler encoded already (UTF-8 bytes)."""
+    """A 200 response whose JSON the handler encoded already: UTF-8 bytes, in pieces that
+    are sent one after the other (no copy joins a long answer into one buffer)."""
 
-    body: bytes
+    chunks: list[bytes]
 
 
 NO_CONTENT = Reply(204)

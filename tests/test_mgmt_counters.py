@@ -18,17 +18,9 @@ from typing import Any
 import pika
 import pytest
 
-from tests.mgmt_client import Api, q, start_mgmt_broker
+from tests.mgmt_client import REFERENCE, Api, q, reference_up, start_mgmt_broker
 
-REFERENCE = Api(15673)
 REFERENCE_AMQP = 5673
-
-
-def _reference_up() -> bool:
-    try:
-        return REFERENCE.request("GET", "/api/overview")[0] == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +201,7 @@ def test_listed_queues_show_the_same_counters(broker: tuple[Api, int]) -> None:
         connection.close()
 
 
-@pytest.mark.skipif(not _reference_up(), reason="no reference RabbitMQ on 127.0.0.1:15673")
+@pytest.mark.skipif(not reference_up(), reason="no reference RabbitMQ on 127.0.0.1:15673")
 def test_rabbitmq_counts_the_same() -> None:
     """The expectations above are RabbitMQ's own numbers (its stats arrive within ~5 s). Its
     overview is left out: other clients of the shared reference broker move it too."""

@@ -18,11 +18,15 @@ from amqpd.mgmt.errors import bad_request
 MAX_PAGE_SIZE = 500
 
 
-def _get(item: Mapping[str, Any], path: list[str]) -> Any:
+_MISSING = object()
+
+
+def _get(item: Mapping[str, Any], path: list[str], missing: Any = None) -> Any:
+    """The value at a dotted path, or `missing`."""
     value: Any = item
     for part in path:
         if not isinstance(value, Mapping) or part not in value:
-            return None
+            return missing
         value = value[part]
     return value
 
@@ -38,23 +42,14 @@ def _sort_key(value: Any) -> tuple[int, Any]:
 def _project(item: Mapping[str, Any], columns: list[list[str]]) -> dict[str, Any]:
     kept: dict[str, Any] = {}
     for path in columns:
-        value = _get(item, path)
-        if value is None and not _has(item, path):
+        value = _get(item, path, _MISSING)
+        if value is _MISSING:
             continue
         target = kept
         for part in path[:-1]:
             target = target.setdefault(part, {})
         target[path[-1]] = value
     return kept
-
-
-def _has(item: Mapping[str, Any], path: list[str]) -> bool:
-    value: Any = item
-    for part in path:
-        if not isinstance(value, Mapping) or part not in value:
-            return False
-        value = value[part]
-    return True
 
 
 def _int(query: Mapping[str, str], name: str, default: int) -> int:

@@ -45,6 +45,8 @@ def test_totals_follow_the_broker(broker: BrokerProcess) -> None:
     for _ in range(3):
         channel.basic_publish("", name, b"x")
     method, _props, _body = channel.basic_get(name)
+    channel.basic_nack(method.delivery_tag, requeue=True)
+    method, _props, _body = channel.basic_get(name)  # the same message, redelivered
     channel.basic_ack(method.delivery_tag)
     channel.basic_get(name)  # left unacked
     connection.process_data_events(0.1)
@@ -64,9 +66,10 @@ def test_totals_follow_the_broker(broker: BrokerProcess) -> None:
     assert grew("rabbitmq_global_messages_received_total") == 3
     assert grew("rabbitmq_global_messages_routed_total") == 3
     assert grew("rabbitmq_global_messages_confirmed_total") == 3
-    assert grew("rabbitmq_global_messages_delivered_total") == 2
+    assert grew("rabbitmq_global_messages_delivered_total") == 3
     assert grew("rabbitmq_global_messages_acknowledged_total") == 1
-    assert grew("rabbitmq_global_messages_delivered_get_manual_ack_total") == 2
+    assert grew("rabbitmq_global_messages_delivered_get_manual_ack_total") == 3
+    assert grew("rabbitmq_global_messages_redelivered_total") == 1
     assert grew("rabbitmq_global_messages_delivered_get_auto_ack_total") == 0
     assert after[("rabbitmq_process_resident_memory_bytes", ())] > 1_000_000
     assert (("amqpd_recovery_seconds", (("vhost", "/"),))) in after

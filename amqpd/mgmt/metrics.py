@@ -148,6 +148,11 @@ class BrokerCollector:
                 "Total number of messages fetched with basic.get in automatic acknowledgement mode",
                 totals["get_no_ack"],
             ),
+            (
+                "redelivered",
+                "Total number of messages redelivered to consumers",
+                totals["redeliver"],
+            ),
             ("acknowledged", "Total number of messages acknowledged by consumers", totals["ack"]),
             ("confirmed", "Total number of messages confirmed to publishers", totals["confirm"]),
             (

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+from types import SimpleNamespace
 
 import pytest
 
+from amqpd.core.queue import Queue
 from amqpd.mgmt.errors import ApiError
 from amqpd.mgmt.listing import render
 from amqpd.mgmt.messages import build_header, payload_json, properties_json
 from amqpd.mgmt.policies import Policies, PolicyError, validate
 from amqpd.mgmt.rates import Rates
 from amqpd.mgmt.router import Router
+from amqpd.mgmt.rows import QueueText, queue_dict, queue_key, queue_values
 from amqpd.mgmt.shapes import properties_key
 from amqpd.passwords import hash_password as password_hash
 
@@ -143,3 +147,31 @@ def test_store_latency_histogram_buckets() -> None:
     assert pairs["0.0001"] == 1 and pairs["0.0005"] == 3 and pairs["0.25"] == 4
     assert pairs["+Inf"] == histogram.count == 5
     assert abs(histogram.total - 5.20065) < 1e-9
+
+
+def test_queue_text_is_the_json_of_queue_dict() -> None:
+    """The text written straight from counters parses to the dict the filtered path builds,
+    with rates, a policy and consumers, and again after the counters change."""
+    queue = Queue("q\u00e9\"x", "/", durable=True, arguments={"x-max-length": 5})
+    policy = {"name": "p", "definition": {"max-length": 3}, "priority": 0}
+    text = QueueText("amqpd@here")
+    rates = Rates()
+
+    def same() -> None:
+        pair = rates.pair(queue_key(queue))
+        shown = json.loads(text.render(queue, 2, pair, policy))
+        assert shown == queue_dict(queue, 2, pair, "amqpd@here", policy)
+
+    same()
+    rates.sample(queue_key(queue), queue_values(queue, 2), 10.0)
+    queue.delivered_count = 30
+    queue.stats.redeliver = 4
+    rates.sample(queue_key(queue), queue_values(queue, 2), 12.0)
+    same()
+    assert json.loads(text.render(queue, 2, rates.pair(queue_key(queue)), policy))[
+        "message_stats"
+    ]["redeliver_details"] == {"rate": 2.0}
+    queue.consumers.append(SimpleNamespace(tag="ctag", exclusive=True))  # type: ignore[arg-type]
+    same()
+    policy = {"name": "p2", "definition": {}, "priority": 1}
+    same()

@@ -411,6 +411,8 @@ def test_long_listing_is_one_valid_list(api: Api, amqp: pika.BlockingConnection,
         channel.queue_declare(queue)
     listed = [item["name"] for item in api.get("/api/queues/%2F") if item["name"].startswith(name)]
     assert listed == names
+    narrow = [item for item in api.get("/api/queues?columns=name,messages") if name in item["name"]]
+    assert narrow == [{"name": queue, "messages": 0} for queue in names]
     assert api.get("/api/queues/other") == []
     for queue in names[::2]:
         channel.queue_delete(queue)

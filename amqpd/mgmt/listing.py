@@ -39,7 +39,8 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     return (2, str(value))
 
 
-def _project(item: Mapping[str, Any], columns: list[list[str]]) -> dict[str, Any]:
+def project(item: Mapping[str, Any], columns: list[list[str]]) -> dict[str, Any]:
+    """The item with only these dotted fields (`columns_of` parses them)."""
     kept: dict[str, Any] = {}
     for path in columns:
         value = _get(item, path, _MISSING)
@@ -50,6 +51,23 @@ def _project(item: Mapping[str, Any], columns: list[list[str]]) -> dict[str, Any
             target = target.setdefault(part, {})
         target[path[-1]] = value
     return kept
+
+
+def columns_of(query: Mapping[str, str]) -> list[list[str]]:
+    return [column.split(".") for column in query.get("columns", "").split(",") if column]
+
+
+def only_columns(query: Mapping[str, str]) -> bool:
+    """Whether `columns` is the only parameter `render` acts on: then each item may be
+    projected on its own as it is made (`project`), in the list's order."""
+    return (
+        bool(query.get("columns"))
+        and not query.get("name")
+        and not query.get("sort")
+        and query.get("sort_reverse", "false").lower() != "true"
+        and "page" not in query
+        and "page_size" not in query
+    )
 
 
 def _int(query: Mapping[str, str], name: str, default: int) -> int:
@@ -96,8 +114,8 @@ def render(items: list[dict[str, Any]], query: Mapping[str, str]) -> Any:
             raise bad_request(f"page {page} is beyond the last page ({pages})")
         items = items[(page - 1) * size : page * size]
     if columns:
-        paths = [column.split(".") for column in columns.split(",") if column]
-        items = [_project(item, paths) for item in items]
+        paths = columns_of(query)
+        items = [project(item, paths) for item in items]
     if not paginated:
         return items
     return {

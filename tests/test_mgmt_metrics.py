@@ -80,6 +80,14 @@ def test_totals_follow_the_broker(broker: BrokerProcess) -> None:
     assert per_object[("rabbitmq_queue_messages_ready", labels)] == 1
     assert per_object[("rabbitmq_queue_messages_unacked", labels)] == 1
     assert per_object[("rabbitmq_queue_messages_published_total", labels)] == 3
+    odd = f'{name} "odd" \\ name'
+    channel.queue_declare(odd)
+    channel.basic_publish("", odd, b"x")
+    per_object = scrape(broker, "/metrics/per-object")
+    odd_labels = (("queue", odd), ("vhost", "/"))
+    assert per_object[("rabbitmq_queue_messages", odd_labels)] == 1
+    assert per_object[("rabbitmq_queue_consumers", odd_labels)] == 0
+    channel.queue_delete(odd)
     connection.close()
 
 

@@ -2,7 +2,8 @@
 
 `/metrics` has the totals dashboards use (connections, channels, consumers, queues, queue
 message counts, and the global published / routed / delivered / acknowledged / confirmed /
-unroutable counters), `/metrics/per-object` adds one series per queue. amqpd's own series
+unroutable counters), `/metrics/per-object` adds one series per queue (`metrics_queues`,
+written in slices). amqpd's own series
 (`amqpd_*`) are the process memory and each vhost's recovery time. Values are read from the
 broker when scraped; the collector keeps no state of its own.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -25,6 +26,7 @@ from prometheus_client.core import (
 from amqpd import __version__
 from amqpd.core.stats import MessageStats
 from amqpd.mgmt import inspect, shapes
+from amqpd.mgmt.metrics_queues import per_queue_text
 
 if TYPE_CHECKING:
     from amqpd.broker import Broker
@@ -60,9 +62,8 @@ def _counter(name: str, doc: str, value: float, labels: dict[str, str] | None = 
 class BrokerCollector:
     """A prometheus_client collector reading the broker at scrape time."""
 
-    def __init__(self, broker: Broker, per_object: bool) -> None:
+    def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self.per_object = per_object
         self.node = inspect.node_name()
         self.started = time.time()
 
@@ -189,8 +190,6 @@ class BrokerCollector:
             recovery.add_metric([name], seconds)
         yield recovery
         yield from self._store_metrics()
-        if self.per_object:
-            yield from self._per_queue(queues, unacked)
 
     def _store_metrics(self) -> Iterator[Metric]:
         """Each vhost's message store, from its own `stats()` (whatever it reports) and its
@@ -232,49 +231,16 @@ class BrokerCollector:
                 family.add_metric([vhost.name], float(values[key]))
         yield from families.values()
 
-    def _per_queue(self, queues: list[Any], unacked: Any) -> Iterator[Metric]:
-        labels = ["vhost", "queue"]
-        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
-            "ready": GaugeMetricFamily(
-                "rabbitmq_queue_messages_ready", "Messages ready to be delivered", labels=labels
-            ),
-            "unacked": GaugeMetricFamily(
-                "rabbitmq_queue_messages_unacked",
-                "Messages delivered but not yet acked",
-                labels=labels,
-            ),
-            "messages": GaugeMetricFamily(
-                "rabbitmq_queue_messages", "Sum of ready and unacked messages", labels=labels
-            ),
-            "consumers": GaugeMetricFamily(
-                "rabbitmq_queue_consumers", "Consumers on a queue", labels=labels
-            ),
-            "published": CounterMetricFamily(
-                "rabbitmq_queue_messages_published",
-                "Total number of messages published to queues",
-                labels=labels,
-            ),
-        }
-        for queue in queues:
-            key = [queue.vhost, queue.name]
-            ready, waiting = len(queue.messages), unacked[queue]
-            families["ready"].add_metric(key, ready)
-            families["unacked"].add_metric(key, waiting)
-            families["messages"].add_metric(key, ready + waiting)
-            families["consumers"].add_metric(key, len(queue.consumers))
-            families["published"].add_metric(key, queue.enqueued_count)
-        yield from families.values()
-
 
 class MetricsServer:
     """The Prometheus listener: `/metrics` and `/metrics/per-object`."""
 
     def __init__(self, broker: Broker) -> None:
-        self.registries: dict[str, CollectorRegistry] = {}
-        for path, per_object in (("/metrics", False), ("/metrics/per-object", True)):
-            registry = CollectorRegistry(auto_describe=False)
-            registry.register(BrokerCollector(broker, per_object))
-            self.registries[path] = registry
+        self.broker = broker
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(BrokerCollector(broker))
+        # per-object: the same, then the per-queue series (metrics_queues)
+        self.registries = {"/metrics": registry, "/metrics/per-object": registry}
         self._runner: web.AppRunner | None = None
 
     async def _serve(self, request: web.Request) -> web.Response:
@@ -282,6 +248,11 @@ class MetricsServer:
         if registry is None:
             raise web.HTTPNotFound()
         body = generate_latest(registry)
+        if request.path.rstrip("/") == "/metrics/per-object":
+            broker = self.broker
+            queues = [q for vhost in broker.vhosts.values() for q in vhost.queues.values()]
+            unacked = inspect.unacked_by_queue(inspect.connections(broker.connections))
+            body += (await per_queue_text(queues, unacked)).encode()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def start(self, bind: str, port: int) -> list[tuple[str, int]]:

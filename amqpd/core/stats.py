@@ -64,7 +64,7 @@ class QueueStats:
         self.redeliver = 0
 
 
-# The fields of a queue's `message_stats`, in the order `queue_stats_values` gives them.
+# The fields of a queue's `message_stats` (the management API lists them in this order).
 QUEUE_COUNTERS = (
     "publish",
     "deliver",

@@ -83,9 +83,12 @@ async def _send_chunks(request: web.Request, chunks: list[bytes]) -> web.StreamR
     response.charset = "utf-8"
     response.content_length = sum(map(len, chunks))
     await response.prepare(request)
-    for chunk in chunks:
-        await response.write(chunk)  # waits while the client is slow to read
-    await response.write_eof()
+    try:
+        for chunk in chunks:
+            await response.write(chunk)  # waits while the client is slow to read
+        await response.write_eof()
+    except ConnectionError:  # the client went away mid-answer: nothing more to send
+        pass
     return response
 
 

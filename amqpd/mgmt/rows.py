@@ -13,6 +13,7 @@ dicts, so it can run on the event loop in short slices. Nothing here changes sta
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple
 
 from amqpd.core.exchange import Exchange
@@ -30,6 +31,12 @@ MESSAGE_OVERHEAD = 300
 QUEUE_OVERHEAD = 2000
 
 _ZERO_RATES = (0.0,) * len(QUEUE_FIELDS)
+_BOOL = {True: "true", False: "false"}
+_text = encode_basestring_ascii  # a str as a JSON string, as json.dumps writes it
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 _Pair = tuple[float, Any, float, Any]
 
 
@@ -174,8 +181,25 @@ class QueueText:
 
     def __init__(self, node: str) -> None:
         self.node = node
+        self._node_json = _text(node)
         self._template = _template()
         self._kept: dict[Queue, _Kept] = {}
+
+    def _prefix(self, queue: Queue, policy: dict[str, Any] | None) -> str:
+        """The static fields (`_static_fields`) as JSON, up to the comma after them."""
+        arguments = queue.arguments
+        return (
+            f'{{"name":{_text(queue.name)},"vhost":{_text(queue.vhost)},'
+            f'"node":{self._node_json},"type":"classic",'
+            f'"durable":{_BOOL[queue.durable]},"auto_delete":{_BOOL[queue.auto_delete]},'
+            f'"exclusive":{_BOOL[queue.exclusive_owner is not None]},'
+            f'"arguments":{_json(to_json(arguments)) if arguments else "{}"},'
+            f'"state":"running","single_active_consumer_tag":null,'
+            f'"policy":{_text(policy["name"]) if policy else "null"},"operator_policy":null,'
+            f'"effective_policy_definition":'
+            f'{_json(dict(policy["definition"])) if policy else "{}"},'
+            f'"head_message_timestamp":null,'
+        )
 
     def render(
         self, queue: Queue, unacked: int, pair: _Pair | None, policy: dict[str, Any] | None
@@ -184,8 +208,7 @@ class QueueText:
         values = queue_values(queue, unacked)
         count = len(queue.consumers)
         if kept is None or (kept.policy is not policy and kept.policy != policy):
-            prefix = json.dumps(_static_fields(queue, self.node, policy), separators=(",", ":"))
-            prefix = prefix[:-1] + ","
+            prefix = self._prefix(queue, policy)
         elif not count and kept.pair is pair and kept.values == values:
             return kept.text
         else:

@@ -44,6 +44,7 @@ class Container:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its own process group: teardown ends amqpd with it
         )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -88,9 +89,17 @@ def containers(tmp_path: Path) -> Iterator[list[Container]]:
     started: list[Container] = []
     yield started
     for container in started:
-        if container.proc.poll() is None:
-            container.proc.kill()
-            container.proc.wait()
+        # SIGTERM reaches amqpd through the entrypoint; SIGKILL of the entrypoint alone would
+        # leave amqpd running. Whatever is left of the group is killed after.
+        try:
+            container.stop()
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(container.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        container.proc.wait()
 
 
 def start(containers: list[Container], tmp: Path, *args: str, **env: str) -> Container:

@@ -81,7 +81,7 @@ class Broker:
         self.memory = MemoryAlarm(watermark.limit(available))
         self.memory_watermark = watermark.describe(available)
         self.trimmer = HeapTrimmer()
-        self.pager = Pager()
+        self.pager = Pager(keep=config.paging_head)
         self.spills: dict[str, SpillLog] = {}  # vhost name -> where its transient bodies page
         # Why publishers are blocked ("" when they are not), as connection.blocked says it.
         self.blocked_reason = ""

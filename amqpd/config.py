@@ -98,6 +98,7 @@ class Config:
     fsync: str = "always"
     fsync_interval_ms: int = 200
     memory_high_watermark: str = DEFAULT_WATERMARK  # a fraction like 0.4 or a size like 512MiB
+    paging_head: int = 10_000  # messages at a queue's head kept in memory (deeper ones page)
     management: bool = True
     management_bind: str = "127.0.0.1"
     management_port: int = 15672
@@ -186,6 +187,7 @@ SCALARS: Mapping[str, _Scalar] = MappingProxyType(
         "fsync": _Scalar(str, _check_choice(FSYNC_POLICIES), lower=True),
         "fsync_interval_ms": _Scalar(int, _check_int(1, None)),
         "memory_high_watermark": _Scalar(str, _check_watermark, numbers_as_text=True),
+        "paging_head": _Scalar(int, _check_int(0, None)),
         "management": _Scalar(bool, _check_anything),
         "management_bind": _Scalar(str, _check_nonempty),
         "management_port": _Scalar(int, _check_int(0, 65535)),

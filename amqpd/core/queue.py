@@ -11,7 +11,9 @@ RabbitMQ's queue arguments (message TTL, length limits, priorities, single activ
 consumer, consumer priorities, queue expiry) switch a queue to the `extended` paths; a
 queue using none of them, fed messages without an expiration, runs the plain fast paths.
 Messages leaving as `expired`, `maxlen` or `rejected` go to the `dead_letter` callback when
-the queue has a dead-letter exchange. Time comes from the injected `Clock`.
+the queue has a dead-letter exchange. Time comes from the injected `Clock`. A deep queue's
+messages may be a `paged.PagedMessages` (put there by the pager): the same interface, most
+entries compact; nothing here depends on which.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from amqpd.core.choice import next_consumer
 from amqpd.core.clock import Clock, ManualClock, Timer
 from amqpd.core.lease import Lease
 from amqpd.core.message import Message
+from amqpd.core.paged import PagedMessages
 from amqpd.core.priority import PriorityMessages
 from amqpd.core.quorum import DELIVERY_LIMIT, count_returns, counted_copy
 from amqpd.core.stats import MessageStats, QueueStats
@@ -72,7 +75,9 @@ class Queue:
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
         self.arguments = arguments = arguments or {}
-        self.messages: deque[Entry] | PriorityMessages = deque()
+        # A deque; a PriorityMessages with x-max-priority; a PagedMessages (same interface)
+        # while the queue is deep and the pager keeps most of it compact.
+        self.messages: deque[Entry] | PriorityMessages | PagedMessages = deque()
         self.consumers: deque[Consumer] = deque()
         self.bound_from: set[Any] = set()  # exchanges that may hold bindings to this queue
         self.had_consumer = False
@@ -348,7 +353,7 @@ class Queue:
         merged = [(seq, message, True) for seq, message in back]
         if older:
             merged = sorted(merged + older, key=lambda entry: entry[0])
-        assert isinstance(messages, deque)  # a priority queue is always extended
+        assert not isinstance(messages, PriorityMessages)  # a priority queue is always extended
         messages.extendleft(reversed(merged))
         self.kick()
 

@@ -46,6 +46,15 @@ def queue_json(
             if not message.resident:
                 paged_out += 1
                 paged_out_bytes += size
+        # A deep queue's compact entries (core.paged): persistent messages, paged out.
+        paged = getattr(queue.messages, "paged", 0)
+        if paged:
+            paged_bytes = queue.messages.paged_bytes  # type: ignore[union-attr]
+            ready_bytes += paged_bytes
+            persistent += paged
+            persistent_bytes += paged_bytes
+            paged_out += paged
+            paged_out_bytes += paged_bytes
         shown.update(
             {
                 "message_bytes_ready": ready_bytes,

@@ -3,7 +3,9 @@
 Contract: ``LogReader`` runs on the event loop and only reads. ``readable(message_id)`` says
 whether the message's record is on disk (written, not merely scheduled), so its body may be
 dropped from memory; ``read_body(message)`` returns the body of a message (anything with a
-``store_id`` and an ``info.body_size``) again, checking the record's CRC. It reads ahead
+``store_id`` and an ``info.body_size``) again, checking the record's CRC;
+``read_message(message_id)`` gives the whole message back (exchange, routing key, the header as
+stored, body) for a queue that kept only the id. It reads ahead
 (``READ_AHEAD`` bytes from the record on, in one ``pread``), so a queue delivered in publish
 order costs one system call per many messages. The writer thread
 owns the ``LogIndex``; this side only looks entries up (single dict lookups, atomic under the
@@ -15,12 +17,13 @@ and closed by ``prune()`` once the segment is gone from the index.
 from __future__ import annotations
 
 import os
+import struct
 import time
 import zlib
 from typing import Any
 
 from amqpd.store.index import OFF_MASK, LogIndex
-from amqpd.store.records import MARK_BYTES
+from amqpd.store.records import MARK_BYTES, RECORD_HEAD_SIZE, decode_publish_content
 
 READ_AHEAD = 256 * 1024
 MOVED_WAIT = 2.0  # seconds to wait for a moved record to be written before giving up
@@ -56,6 +59,18 @@ class LogReader:
         ):
             raise ReadBackFailed(f"message {message_id}: damaged record in the log")
         return record[len(record) - body_size :] if body_size else b""
+
+    def read_message(self, message_id: int) -> tuple[str, str, bytes, bytes]:
+        """(exchange, routing key, stored header, body) of a message in the log."""
+        record = self._record(message_id)
+        if record[:4] != MARK_BYTES or zlib.crc32(record[8:]) != int.from_bytes(
+            record[4:8], "little"
+        ):
+            raise ReadBackFailed(f"message {message_id}: damaged record in the log")
+        try:
+            return decode_publish_content(record, RECORD_HEAD_SIZE, len(record))
+        except (ValueError, IndexError, struct.error) as error:
+            raise ReadBackFailed(f"message {message_id}: undecodable record ({error})") from None
 
     def _record(self, message_id: int) -> bytes:
         index = self._index

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import struct
 import time
+from collections import deque
 from pathlib import Path
 
 import pika
 import pytest
 
 from amqpd.core.message import Message
+from amqpd.core.paged import PagedMessages
 from amqpd.core.queue import Queue
 from amqpd.memory import used_memory
 from amqpd.paging import Pager
@@ -56,7 +58,7 @@ def wait_written(store: DurableStore, message_id: int) -> None:
         time.sleep(0.005)
 
 
-def test_bodies_past_the_head_are_evicted_once_written_and_read_back_in_order(
+def test_entries_past_the_head_become_compact_once_written_and_come_back_in_order(
     tmp_path: Path,
 ) -> None:
     store, queue = durable_queue(tmp_path)
@@ -64,10 +66,11 @@ def test_bodies_past_the_head_are_evicted_once_written_and_read_back_in_order(
     for i in range(1, 1001):
         publish(store, queue, i, b"body-%05d" % i * 50)
     assert pager.page([queue]) == 0  # nothing written yet: nothing may leave memory
+    messages = queue.messages
+    assert isinstance(messages, PagedMessages)
     wait_written(store, 1000)
     assert pager.page([queue]) == 990
-    resident = [message.resident for _seq, message, _redelivered in queue.messages]
-    assert resident == [True] * 10 + [False] * 990
+    assert (len(messages), len(messages.head), messages.paged) == (1000, 10, 990)
     assert pager.page([queue]) == 0  # a second pass looks only at newer entries
     for i in range(1001, 1101):
         publish(store, queue, i, b"more-%05d" % i * 50)
@@ -78,22 +81,27 @@ def test_bodies_past_the_head_are_evicted_once_written_and_read_back_in_order(
     while queue.messages:
         _seq, message, _redelivered = queue.take()  # type: ignore[misc]
         got.append(message.body)
-        assert message.resident
+        assert message.resident and message.exchange == "" and message.routing_key == "q"
+        assert message.store_id == len(got)
     assert got == [b"body-%05d" % i * 50 for i in range(1, 1001)] + [
         b"more-%05d" % i * 50 for i in range(1001, 1101)
     ]
     assert store.reader.reads - reads_before < 20  # read ahead: far fewer reads than bodies
+    pager.page([queue])
+    assert type(queue.messages) is deque  # short again: a plain deque
     store.close()
 
 
-def test_a_message_another_queue_also_holds_keeps_its_body(tmp_path: Path) -> None:
+def test_a_message_another_queue_also_holds_stays_whole_there(tmp_path: Path) -> None:
     store, queue = durable_queue(tmp_path)
     other = Queue("transient", "/", schedule=lambda queue: None)
     message = publish(store, queue, 1, b"shared")
     other.enqueue(message)
-    del message
     wait_written(store, 1)
-    assert Pager(keep=0).page([queue, other]) == 0
+    assert Pager(keep=0).page([queue, other]) == 1
+    assert message.resident and other.take()[1] is message  # type: ignore[index]
+    copy = queue.take()[1]  # type: ignore[index]
+    assert copy.body == b"shared" and copy.store_id == 1
     store.close()
 
 
@@ -131,7 +139,7 @@ def test_spill_files_of_messages_dropped_unread_are_reclaimed(tmp_path: Path) ->
     spill.close()
 
 
-def test_a_body_survives_compaction_moving_its_record(tmp_path: Path) -> None:
+def test_a_message_survives_compaction_moving_its_record(tmp_path: Path) -> None:
     store, queue = durable_queue(tmp_path, segment_bytes=8 * 1024, compact_ratio=0.9)
     pager = Pager(keep=0)
     publish(store, queue, 1, b"K" * 500)
@@ -140,8 +148,7 @@ def test_a_body_survives_compaction_moving_its_record(tmp_path: Path) -> None:
         store.message_published(i, ["c"], "", "c", header_for(1000), b"c" * 1000)
     wait_written(store, 59)
     pager.page([queue])
-    kept = queue.messages[0][1]
-    assert not kept.resident
+    assert queue.messages.paged == 1  # type: ignore[union-attr]
     where = store._index.loc[1]
     for i in range(2, 60):
         store.message_removed("c", i)
@@ -150,26 +157,31 @@ def test_a_body_survives_compaction_moving_its_record(tmp_path: Path) -> None:
     while store.stats()["compactions"] == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert store._index.loc[1] >> 64 != where >> 64  # the record moved to a newer segment
-    assert kept.body == b"K" * 500
+    assert queue.take()[1].body == b"K" * 500  # type: ignore[index]
     store.close()
 
 
-def test_a_damaged_record_is_not_read_back_as_a_body(tmp_path: Path) -> None:
+def test_a_damaged_record_is_not_read_back_as_a_message(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store, queue = durable_queue(tmp_path)
     publish(store, queue, 1, b"precious" * 10)
-    wait_written(store, 1)
+    publish(store, queue, 2, b"survivor" * 10)
+    wait_written(store, 2)
     Pager(keep=0).page([queue])
-    message = queue.messages[0][1]
-    assert not message.resident
+    assert queue.messages.paged == 2  # type: ignore[union-attr]
     [segment] = sorted((tmp_path / "log").glob("segment-*.log"))
     data = bytearray(segment.read_bytes())
-    at = data.rfind(b"precious")
+    at = data.find(b"precious")
     data[at] ^= 0xFF
     segment.write_bytes(bytes(data))
     store.reader.prune()
     store.reader.close()
     with pytest.raises(ReadBackFailed):
-        message.body  # noqa: B018
+        store.reader.read_message(1)
+    assert queue.take()[1].body == b"survivor" * 10  # type: ignore[index]
+    assert queue.take() is None
+    assert "dropped a message whose body is lost" in caplog.text
     store.close()
 
 

@@ -152,7 +152,7 @@ class Pager:
                             lambda *lost, queue=queue: drop_lost(queue, *lost),
                             head=islice(messages, keep),
                             tail=islice(messages, keep, None),
-                            batch=self.batch,
+                            batch=min(self.batch, max(keep, 16)),
                         )
                         queue.messages = paged
                         dropped += self._page_deep(queue, paged, reader, spill, True)

@@ -131,7 +131,7 @@ class Broker:
             clock=self.test_clock or LoopClock(self.loop),
             parse_header=peek_header,
         )
-        restore(vhost, recovered)
+        restore(vhost, recovered, head=self.config.paging_head)
         store.on_pending = lambda store=store: self.scheduler.flush_store(store)
         store.on_durable = lambda ticket, vhost=vhost: self.loop.call_soon_threadsafe(
             vhost.durability.advance, ticket

@@ -8,6 +8,9 @@ clock; once the store is back, each queue expires (and dead-letters, durably) wh
 out while the broker was down, from the arrival times stored with the messages. Entries
 that no longer make sense (an unknown exchange type, a binding to something missing, a
 message whose content header does not parse) are skipped and counted, never fatal.
+Messages recovered compact (`RecoveredIds`, without content) are rebuilt from the log for
+the first `head` of each queue only; the rest go straight into the queue's compact middle
+(`core.paged.PagedMessages`), so a restart needs no more memory than the running broker.
 """
 
 from __future__ import annotations
@@ -18,18 +21,22 @@ import logging
 from amqpd.core.clock import ManualClock
 from amqpd.core.exchange import EXCHANGE_TYPES, Exchange
 from amqpd.core.message import Message
+from amqpd.core.paged import BATCH, PagedMessages
+from amqpd.core.priority import PriorityMessages
 from amqpd.core.queue import Queue
 from amqpd.core.ttl import split_arrival
 from amqpd.core.vhost import VHost
 from amqpd.encoding import shortstr
-from amqpd.store import Recovered
+from amqpd.paging import KEEP_BYTES, KEEP_RESIDENT, LogMessages, drop_lost
+from amqpd.store import Recovered, RecoveredIds
 from amqpd.wire.content import ContentHeaderError, HeaderInfo, peek_header
 
 log = logging.getLogger("amqpd.restore")
 
 
-def restore(vhost: VHost, recovered: Recovered) -> int:
-    """Load `recovered` into `vhost`; returns the number of entries skipped."""
+def restore(vhost: VHost, recovered: Recovered, head: int = KEEP_RESIDENT) -> int:
+    """Load `recovered` into `vhost`; returns the number of entries skipped. Messages
+    recovered compact stay compact past the first `head` of each queue."""
     store, vhost.store = vhost.store, None
     reader = store.reader if store is not None else None
     skipped = 0
@@ -85,6 +92,12 @@ def restore(vhost: VHost, recovered: Recovered) -> int:
             if queue is None:
                 skipped += len(messages)
                 continue
+            if isinstance(messages, RecoveredIds):
+                if reader is None:
+                    skipped += len(messages)
+                    continue
+                skipped += restore_compact(queue, messages, LogMessages(reader), head, now)
+                continue
             for recovered_message in messages:
                 stored = recovered_message.header
                 parsed = headers.get(stored)
@@ -124,4 +137,41 @@ def restore(vhost: VHost, recovered: Recovered) -> int:
         log.warning(
             "vhost %s: skipped %d recovered entries that no longer fit", vhost.name, skipped
         )
+    return skipped
+
+
+def restore_compact(
+    queue: Queue, recovered: RecoveredIds, loader: LogMessages, head: int, now: int
+) -> int:
+    """Load a queue's compact recovered messages: the first `head` (fewer for large bodies)
+    as messages, the rest as compact entries (a priority queue takes them all as messages).
+    Returns the number skipped (records that could not be read back)."""
+    ids, delivered, sizes = recovered.ids, recovered.delivered, recovered.sizes
+    keep = len(ids)
+    if not isinstance(queue.messages, PriorityMessages):
+        size = sizes[0] if sizes else 0
+        keep = min(keep, head, KEEP_BYTES // size if size else head)
+    skipped = 0
+    done = 0
+    while done < keep:
+        batch = ids[done : min(keep, done + 1024)]
+        for i, message in enumerate(loader.load(batch), done):
+            if isinstance(message, OSError):
+                skipped += 1
+                continue
+            if not message.arrived:
+                message.arrived = now
+            queue.enqueue(message, redelivered=delivered[i] == 1)
+        done += len(batch)
+    if keep < len(ids):
+        messages = queue.messages
+        if not isinstance(messages, PagedMessages):
+            messages = PagedMessages(
+                loader,
+                lambda *lost: drop_lost(queue, *lost),
+                head=messages,
+                batch=min(BATCH, max(head, 16)),
+            )
+        messages.since = now
+        queue.extend_compact(messages, ids[keep:], delivered[keep:], sizes[keep:])
     return skipped

@@ -169,7 +169,16 @@ def test_a_deep_queue_comes_back_after_a_restart(tmp_path: Path) -> None:
         publish(channel, "deep-restart", 400)
         assert paged_out(running, "deep-restart", 300) >= 300
         channel.basic_get("deep-restart")  # delivered, never acked: redelivered after restart
+        short = {"x-message-ttl": 2000}
+        channel.queue_declare("deep-restart-ttl", durable=True, arguments=short)
+        publish(channel, "deep-restart-ttl", 100)
+        channel.queue_declare(
+            "deep-restart-long", durable=True, arguments={"x-message-ttl": 600_000}
+        )
+        publish(channel, "deep-restart-long", 100)
+        assert paged_out(running, "deep-restart-ttl", 50) >= 50
         connection.close()
+    time.sleep(2.1)  # the short TTL runs out while the broker is down
     with BrokerProcess(data, env=env) as running:
         connection = connect(running)
         channel = connection.channel()
@@ -180,4 +189,6 @@ def test_a_deep_queue_comes_back_after_a_restart(tmp_path: Path) -> None:
         got = drain(channel, "deep-restart")
         assert [i for i, _r in got] == list(range(400))
         assert [redelivered for _i, redelivered in got] == [True] + [False] * 399
+        assert drain(channel, "deep-restart-ttl") == []
+        assert [i for i, _r in drain(channel, "deep-restart-long")] == list(range(100))
         connection.close()

@@ -79,6 +79,7 @@ class PagedMessages:
         self.in_middle = 0  # entries in the middle, compact or resident
         self.paged = 0  # compact entries
         self.paged_bytes = 0  # their body bytes
+        self.since = 0  # arrival time of compact entries that have none of their own
         self._loader = loader
         self._lost = lost
         self._batch = batch
@@ -189,6 +190,26 @@ class PagedMessages:
         self.paged += compacted
         return compacted
 
+    def extend_compact(
+        self, first_seq: int, ids: array[int], flags: bytes | bytearray, sizes: array[int]
+    ) -> None:
+        """Append compact entries in bulk (recovery): consecutive seqs from `first_seq`, store
+        ids in order, redelivered flags (0/1) and body sizes. Nothing may be in the tail."""
+        assert not self.tail
+        middle = self.middle
+        count = len(ids)
+        for start in range(0, count, CHUNK):
+            end = min(count, start + CHUNK)
+            part = _Compact()
+            part.ids = ids[start:end]
+            part.seqs = array("Q", range(first_seq + start, first_seq + end))
+            part.flags = bytearray(flags[start:end])
+            part.sizes = sizes[start:end]
+            middle.append(part)
+        self.in_middle += count
+        self.paged += count
+        self.paged_bytes += sum(sizes)
+
     def unpaged(self) -> deque[Entry]:
         """All entries as one deque (with nothing compact left)."""
         self._refill_all()
@@ -229,8 +250,8 @@ class PagedMessages:
                 if isinstance(message, OSError):
                     self._lost(ids[i - start], sizes[i], message)
                     continue
-                if times is not None and times[i]:
-                    message.arrived = times[i]
+                if not message.arrived:  # none in its record: the time kept here, if any
+                    message.arrived = times[i] if times is not None else self.since
                 head.append((seqs[i], message, flags[i] == 1))
             count = end - start
             self.in_middle -= count

@@ -203,6 +203,21 @@ class Queue:
             self.drop_expired()
         return seq
 
+    def extend_compact(
+        self, messages: PagedMessages, ids: Any, flags: bytes | bytearray, sizes: Any
+    ) -> None:
+        """Recovery: these compact entries (store ids in order, redelivered flags, body sizes)
+        join the queue after what it holds, as `messages` (which holds those already)."""
+        self.messages = messages
+        first = self._next_seq
+        self._next_seq = first + len(ids)
+        messages.extend_compact(first, ids, flags, sizes)
+        if self.max_bytes is not None:
+            self.ready_bytes += sum(sizes)
+        self.may_expire = True  # their own expirations are unknown until they reach the head
+        if self.drops_head and self._over_limit():
+            self._drop_over_limit()
+
     def _over_limit(self) -> bool:
         return (self.max_length is not None and len(self.messages) > self.max_length) or (
             self.max_bytes is not None and self.ready_bytes > self.max_bytes

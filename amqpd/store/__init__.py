@@ -23,6 +23,7 @@ from amqpd.store.records import (
     ExchangeRecord,
     QueueRecord,
     Recovered,
+    RecoveredIds,
     RecoveredMessage,
 )
 
@@ -75,6 +76,7 @@ __all__ = [
     "QueueRecord",
     "ReadBackFailed",
     "Recovered",
+    "RecoveredIds",
     "RecoveredMessage",
     "Store",
     "StoreFailed",

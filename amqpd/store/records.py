@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,12 +60,27 @@ class RecoveredMessage:
     delivered: bool
 
 
+@dataclass(slots=True)
+class RecoveredIds:
+    """A queue's live messages recovered without their content (read back from the log when
+    needed): ids in increasing order, delivered flags (0/1) and body sizes, in arrays."""
+
+    ids: array[int]
+    delivered: bytearray
+    sizes: array[int]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 @dataclass
 class Recovered:
     exchanges: list[ExchangeRecord]
     queues: list[QueueRecord]
     bindings: list[BindingRecord]
-    messages: dict[str, list[RecoveredMessage]]  # queue -> live messages in message_id order
+    # queue -> live messages in message_id order; compact (RecoveredIds) when recovered
+    # without bodies
+    messages: dict[str, list[RecoveredMessage] | RecoveredIds]
     next_message_id: int  # larger than any id ever used
     corrupt_records: int
     truncated_bytes: int

@@ -52,16 +52,14 @@ class LogMessages:
         self._names: dict[tuple[str, str], bytes] = {}
 
     def load(self, store_ids: Sequence[int]) -> list[Message | OSError]:
-        read = self._reader.read_message
         headers = self._headers
         names = self._names
         out: list[Message | OSError] = []
-        for store_id in store_ids:
-            try:
-                exchange, routing_key, stored, body = read(store_id)
-            except OSError as error:
-                out.append(error)
+        for store_id, found in zip(store_ids, self._reader.read_messages(store_ids), strict=True):
+            if isinstance(found, OSError):
+                out.append(found)
                 continue
+            exchange, routing_key, stored, body = found
             parsed = headers.get(stored)
             if parsed is None:
                 header, arrived = split_arrival(stored)

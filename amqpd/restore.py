@@ -173,5 +173,5 @@ def restore_compact(
                 batch=min(BATCH, max(head, 16)),
             )
         messages.since = now
-        queue.extend_compact(messages, ids[keep:], delivered[keep:], sizes[keep:])
+        queue.extend_compact(messages, ids, delivered, sizes, keep)
     return skipped

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from array import array
 from collections.abc import Sequence
 
 from amqpd.core.clock import ManualClock
@@ -232,3 +233,26 @@ def test_unpaged_gives_every_entry_back_as_one_deque() -> None:
     entries = messages.unpaged()
     assert [entry[1].body for entry in entries] == [b"m%05d" % i for i in range(1, 31)]
     assert not messages
+
+
+def test_recovered_entries_join_in_bulk_and_the_arrays_are_taken_in() -> None:
+    log = Log()
+    queue = Queue("q", "/", durable=True, schedule=lambda queue: None)
+    count = 10_000
+    for i in range(1, count + 1):
+        log.bodies[i] = b"m%05d" % i if i != 5000 else b"longer body"
+    ids = array("Q", range(1, count + 1))
+    flags = bytearray(i < 10 for i in range(1, count + 1))
+    sizes = array("I", (len(log.bodies[i]) for i in range(1, count + 1)))
+    for i in range(1, 3):  # the head, loaded as messages first
+        queue.enqueue(make(log.bodies[i], i), redelivered=True)
+    messages = PagedMessages(log, lambda *lost: None, head=queue.messages, batch=8)  # type: ignore[arg-type]
+    queue.extend_compact(messages, ids, flags, sizes, 2)
+    assert len(ids) == len(flags) == len(sizes) == 2
+    assert (len(queue), messages.paged) == (count, count - 2)
+    assert messages.paged_bytes == 6 * (count - 3) + len(b"longer body")
+    taken = []
+    while (entry := queue.take()) is not None:
+        taken.append((entry[0], entry[1].store_id, entry[2]))
+    assert taken == [(i - 1, i, i < 10) for i in range(1, count + 1)]
+    assert messages.paged == messages.paged_bytes == 0

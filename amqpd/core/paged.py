@@ -4,14 +4,14 @@ Contract: `PagedMessages` stands in for the deque of `(seq, message, redelivered
 `Queue` keeps (append, popleft, extendleft, [0], [-1], len, bool, clear, iteration) and keeps
 their order. New entries go to the tail; `page(readable)` moves entries from the front of the
 tail into the middle: a persistent message whose record is readable in the store's log becomes
-a compact entry (store id, seq, a redelivered flag, the body size and, only if it may expire,
-its arrival time: ~21 bytes in arrays, no `Message` object); any other entry (transient, not
-yet written, counted by a quorum queue) stays resident in the middle, in order. The head is
-delivered first and refilled from the middle in batches: compact entries become messages again
-through the injected `MessageLoader` (the store's records, read in file order). A record that
-cannot be read back is handed to `lost` (store id, body size, error) and skipped. Iteration
-yields the resident entries only; `paged` and `paged_bytes` count the compact ones. No I/O
-here: the loader does it.
+a compact entry (store id and redelivered flag, plus seq, body size and arrival time only
+where they break a chunk's pattern: ~9 bytes in arrays, no `Message` object); any other entry
+(transient, not yet written, counted by a quorum queue) stays resident in the middle, in
+order. The head is delivered first and refilled from the middle in batches: compact entries
+become messages again through the injected `MessageLoader` (the store's records, read in file
+order). A record that cannot be read back is handed to `lost` (store id, body size, error)
+and skipped. Iteration yields the resident entries only; `paged` and `paged_bytes` count the
+compact ones. No I/O here: the loader does it.
 """
 
 from __future__ import annotations
@@ -36,28 +36,50 @@ class MessageLoader(Protocol):
 
 
 class _Compact:
-    """A run of compact entries in parallel arrays, consumed from `start`."""
+    """A run of compact entries in parallel arrays, consumed from `start`. Seqs are kept as
+    `first + i` and sizes as one `size` while they allow it (the common case: consecutive
+    seqs, bodies of one size), as arrays only once an entry breaks the pattern."""
 
-    __slots__ = ("arrived", "flags", "ids", "seqs", "sizes", "start")
+    __slots__ = ("arrived", "first", "flags", "ids", "seqs", "size", "sizes", "start")
 
-    def __init__(self) -> None:
+    def __init__(self, first: int, size: int) -> None:
         self.ids = array("Q")
-        self.seqs = array("Q")
         self.flags = bytearray()
-        self.sizes = array("I")
+        self.first = first
+        self.seqs: array[int] | None = None
+        self.size = size
+        self.sizes: array[int] | None = None
         self.arrived: array[int] | None = None  # only once an entry may expire
         self.start = 0
 
     def add(self, seq: int, store_id: int, redelivered: bool, size: int, arrived: int) -> None:
-        self.ids.append(store_id)
-        self.seqs.append(seq)
-        self.flags.append(redelivered)
-        self.sizes.append(size)
+        count = len(self.ids)
+        seqs = self.seqs
+        if seqs is None and seq != self.first + count:
+            seqs = self.seqs = array("Q", range(self.first, self.first + count))
+        if seqs is not None:
+            seqs.append(seq)
+        sizes = self.sizes
+        if sizes is None and size != self.size:
+            sizes = self.sizes = array("I", [self.size]) * count
+        if sizes is not None:
+            sizes.append(size)
         times = self.arrived
         if arrived and times is None:
-            times = self.arrived = array("q", bytes(8 * (len(self.ids) - 1)))
+            times = self.arrived = array("q", bytes(8 * count))
         if times is not None:
             times.append(arrived)
+        self.ids.append(store_id)
+        self.flags.append(redelivered)
+
+    def seq(self, i: int) -> int:
+        return self.first + i if self.seqs is None else self.seqs[i]
+
+    def size_at(self, i: int) -> int:
+        return self.size if self.sizes is None else self.sizes[i]
+
+    def bytes_between(self, start: int, end: int) -> int:
+        return self.size * (end - start) if self.sizes is None else sum(self.sizes[start:end])
 
     def __len__(self) -> int:
         return len(self.ids) - self.start
@@ -170,10 +192,10 @@ class PagedMessages:
                 if getattr(message, "deliveries", 0):  # a quorum queue's count: keep it
                     store_id = 0
             if store_id:
-                if not isinstance(part, _Compact) or len(part.ids) >= CHUNK:
-                    part = _Compact()
-                    middle.append(part)
                 size = message.info.body_size
+                if not isinstance(part, _Compact) or len(part.ids) >= CHUNK:
+                    part = _Compact(seq, size)
+                    middle.append(part)
                 part.add(seq, store_id, redelivered, size, message.arrived)
                 self.paged_bytes += size
                 compacted += 1
@@ -191,24 +213,40 @@ class PagedMessages:
         return compacted
 
     def extend_compact(
-        self, first_seq: int, ids: array[int], flags: bytes | bytearray, sizes: array[int]
+        self,
+        first_seq: int,
+        ids: array[int],
+        flags: bytearray,
+        sizes: array[int],
+        start: int = 0,
     ) -> None:
-        """Append compact entries in bulk (recovery): consecutive seqs from `first_seq`, store
-        ids in order, redelivered flags (0/1) and body sizes. Nothing may be in the tail."""
+        """Append compact entries in bulk (recovery): entries `start`.. of these arrays (store
+        ids in order, redelivered flags 0/1, body sizes), with consecutive seqs from
+        `first_seq`. The arrays are emptied down to `start` as they are taken in, from the
+        end, so that the memory moves rather than doubles. Nothing may be in the tail."""
         assert not self.tail
-        middle = self.middle
-        count = len(ids)
-        for start in range(0, count, CHUNK):
-            end = min(count, start + CHUNK)
-            part = _Compact()
-            part.ids = ids[start:end]
-            part.seqs = array("Q", range(first_seq + start, first_seq + end))
-            part.flags = bytearray(flags[start:end])
-            part.sizes = sizes[start:end]
-            middle.append(part)
+        parts: deque[_Compact] = deque()
+        end = len(ids)
+        count = end - start
+        total = 0
+        while end > start:
+            begin = max(start, end - CHUNK)
+            part = _Compact(first_seq + begin - start, sizes[begin])
+            part.ids = ids[begin:end]
+            part.flags = flags[begin:end]
+            some = sizes[begin:end]
+            if some.count(part.size) == len(some):
+                total += part.size * len(some)
+            else:
+                part.sizes = some
+                total += sum(some)
+            del ids[begin:], flags[begin:], sizes[begin:]
+            parts.appendleft(part)
+            end = begin
+        self.middle.extend(parts)
         self.in_middle += count
         self.paged += count
-        self.paged_bytes += sum(sizes)
+        self.paged_bytes += total
 
     def unpaged(self) -> deque[Entry]:
         """All entries as one deque (with nothing compact left)."""
@@ -245,18 +283,19 @@ class PagedMessages:
             end = min(start + self._batch, len(part.ids))
             ids = part.ids[start:end]
             loaded = self._loader.load(ids)
-            seqs, flags, sizes, times = part.seqs, part.flags, part.sizes, part.arrived
+            flags, times = part.flags, part.arrived
+            first = part.first if part.seqs is None else -1
             for i, message in enumerate(loaded, start):
                 if isinstance(message, OSError):
-                    self._lost(ids[i - start], sizes[i], message)
+                    self._lost(ids[i - start], part.size_at(i), message)
                     continue
                 if not message.arrived:  # none in its record: the time kept here, if any
                     message.arrived = times[i] if times is not None else self.since
-                head.append((seqs[i], message, flags[i] == 1))
+                head.append((first + i if first >= 0 else part.seq(i), message, flags[i] == 1))
             count = end - start
             self.in_middle -= count
             self.paged -= count
-            self.paged_bytes -= sum(sizes[start:end])
+            self.paged_bytes -= part.bytes_between(start, end)
             if end == len(part.ids):
                 middle.popleft()
             else:

@@ -204,16 +204,19 @@ class Queue:
         return seq
 
     def extend_compact(
-        self, messages: PagedMessages, ids: Any, flags: bytes | bytearray, sizes: Any
+        self, messages: PagedMessages, ids: Any, flags: bytearray, sizes: Any, start: int = 0
     ) -> None:
-        """Recovery: these compact entries (store ids in order, redelivered flags, body sizes)
-        join the queue after what it holds, as `messages` (which holds those already)."""
+        """Recovery: compact entries `start`.. of these arrays (store ids in order, redelivered
+        flags, body sizes; emptied as they are taken) join the queue after what it holds, as
+        `messages` (which holds those already)."""
         self.messages = messages
         first = self._next_seq
-        self._next_seq = first + len(ids)
-        messages.extend_compact(first, ids, flags, sizes)
+        count = len(ids) - start
+        self._next_seq = first + count
+        before = messages.paged_bytes
+        messages.extend_compact(first, ids, flags, sizes, start)
         if self.max_bytes is not None:
-            self.ready_bytes += sum(sizes)
+            self.ready_bytes += messages.paged_bytes - before
         self.may_expire = True  # their own expirations are unknown until they reach the head
         if self.drops_head and self._over_limit():
             self._drop_over_limit()

@@ -84,7 +84,9 @@ class ContentAssembler:
                 info = peek_header(payload)
                 self._last_header, self._last_info = payload, info
         except ContentHeaderError:
-            raise ConnectionError_(UNEXPECTED_FRAME, self.expected_text(), BASIC_PUBLISH) from None
+            raise ConnectionError_(
+                UNEXPECTED_FRAME, self.expected_text(), BASIC_PUBLISH
+            ) from None
         if info.class_id != 60:
             raise ConnectionError_(
                 UNEXPECTED_FRAME,

@@ -32,7 +32,8 @@ class _BlockMap:
     """What both maps share: the blocks, the count of entries, sparse blocks and the
     sparse <-> dense switches. A dense block is a list whose last item is its entry count;
     a subclass says how a value is kept in the rest (``_put``, ``_take``, ``_dense``,
-    ``_sparse``, ``_dense_items``) and reads it back in its own ``get``."""
+    ``_dense_items``) and reads it back in its own ``get`` (kept whole in each subclass:
+    it is the per-message lookup of the read path, one call rather than two)."""
 
     __slots__ = ("_blocks", "_len")
 
@@ -55,7 +56,7 @@ class _BlockMap:
         raise NotImplementedError
 
     def _sparse(self, key: int, block: list[Any]) -> dict[int, Any]:
-        raise NotImplementedError
+        return dict(self._dense_items(key << BITS, block))
 
     def _dense_items(self, base: int, block: list[Any]) -> Iterator[tuple[int, Any]]:
         raise NotImplementedError
@@ -181,9 +182,6 @@ class LocationMap(_BlockMap):
             lows[i] = packed & _U64
         return [highs, lows, len(block)]
 
-    def _sparse(self, key: int, block: list[Any]) -> dict[int, Any]:
-        return dict(self._dense_items(key << BITS, block))
-
     def _dense_items(self, base: int, block: list[Any]) -> Iterator[tuple[int, Any]]:
         highs, lows = block[0], block[1]
         for i, high in enumerate(highs):
@@ -225,9 +223,6 @@ class FlagMap(_BlockMap):
         for mid, delivered in block.items():
             flags[mid & LOW] = 2 if delivered else 1
         return [flags, len(block)]
-
-    def _sparse(self, key: int, block: list[Any]) -> dict[int, Any]:
-        return dict(self._dense_items(key << BITS, block))
 
     def _dense_items(self, base: int, block: list[Any]) -> Iterator[tuple[int, Any]]:
         for i, flag in enumerate(block[0]):

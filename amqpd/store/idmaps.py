@@ -76,7 +76,7 @@ class _BlockMap:
     def __setitem__(self, mid: int, value: Any) -> None:
         key = mid >> BITS
         blocks = self._blocks
-        block = blocks.get(key)
+        block: Any = blocks.get(key)
         if block is None:
             block = blocks[key] = {}
         if type(block) is dict:

@@ -265,7 +265,9 @@ class Broker:
             await asyncio.sleep(interval)
             ticks += 1
             self.page_out(ticks)
-            if ticks % 10 == 0:  # once a second: give idle heap memory back to the system
+            # once a second, or at every tick while the alarm blocks publishers: give memory
+            # the broker no longer uses back to the system (it may be all that holds the alarm)
+            if ticks % 10 == 0 or self.memory.on:
                 self.trimmer.maybe_trim()
             self.check_memory(used_memory())
 

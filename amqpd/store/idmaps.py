@@ -28,12 +28,12 @@ _U64 = (1 << 64) - 1
 _RAISE: Any = object()
 
 
-class LocationMap:
-    """Message id -> ``segment << 64 | offset << 32 | size``.
-
-    A dense block is ``[segments, lows, count]``: ``array('I')`` of segment number + 1
-    (0: no entry) and ``array('Q')`` of ``offset << 32 | size``.
-    """
+class _BlockMap:
+    """What both maps share: the blocks, the count of entries, sparse blocks and the
+    sparse <-> dense switches. A dense block is a list whose last item is its entry count;
+    a subclass says how a value is kept in the rest (``_put``, ``_take``, ``_dense``,
+    ``_dense_items``) and reads it back in its own ``get`` (kept whole in each subclass:
+    it is the per-message lookup of the read path, one call rather than two)."""
 
     __slots__ = ("_blocks", "_len")
 
@@ -41,11 +41,110 @@ class LocationMap:
         self._blocks: dict[int, Any] = {}
         self._len = 0
 
+    def get(self, mid: int, default: Any = None) -> Any:
+        raise NotImplementedError
+
+    def _put(self, block: list[Any], i: int, value: Any) -> bool:
+        """Store a value in a dense block; True if the slot was empty."""
+        raise NotImplementedError
+
+    def _take(self, block: list[Any], i: int) -> Any:
+        """Empty a slot of a dense block; its value, or None if it was empty."""
+        raise NotImplementedError
+
+    def _dense(self, block: dict[int, Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def _sparse(self, key: int, block: list[Any]) -> dict[int, Any]:
+        return dict(self._dense_items(key << BITS, block))
+
+    def _dense_items(self, base: int, block: list[Any]) -> Iterator[tuple[int, Any]]:
+        raise NotImplementedError
+
     def __len__(self) -> int:
         return self._len
 
     def __contains__(self, mid: int) -> bool:
         return self.get(mid) is not None
+
+    def __getitem__(self, mid: int) -> Any:
+        value = self.get(mid)
+        if value is None:
+            raise KeyError(mid)
+        return value
+
+    def __setitem__(self, mid: int, value: Any) -> None:
+        key = mid >> BITS
+        blocks = self._blocks
+        block: Any = blocks.get(key)
+        if block is None:
+            block = blocks[key] = {}
+        if type(block) is dict:
+            if mid not in block:
+                self._len += 1
+                if len(block) + 1 >= DENSE_AT:
+                    block[mid] = value
+                    blocks[key] = self._dense(block)
+                    return
+            block[mid] = value
+            return
+        if self._put(block, mid & LOW, value):
+            block[-1] += 1
+            self._len += 1
+
+    def pop(self, mid: int, default: Any = _RAISE) -> Any:
+        key = mid >> BITS
+        blocks = self._blocks
+        block = blocks.get(key)
+        if block is not None:
+            if type(block) is dict:
+                value = block.pop(mid, None)
+                if value is not None:
+                    self._len -= 1
+                    if not block:
+                        del blocks[key]
+                    return value
+            else:
+                value = self._take(block, mid & LOW)
+                if value is not None:
+                    self._len -= 1
+                    count = block[-1] = block[-1] - 1
+                    if not count:
+                        del blocks[key]
+                    elif count < SPARSE_AT:
+                        blocks[key] = self._sparse(key, block)
+                    return value
+        if default is _RAISE:
+            raise KeyError(mid)
+        return default
+
+    def __delitem__(self, mid: int) -> None:
+        self.pop(mid)
+
+    def clear(self) -> None:
+        self._blocks = {}
+        self._len = 0
+
+    def items(self) -> Iterator[tuple[int, Any]]:
+        for key, block in list(self._blocks.items()):
+            if type(block) is dict:
+                yield from list(block.items())
+            else:
+                yield from self._dense_items(key << BITS, block)
+
+    def __iter__(self) -> Iterator[int]:
+        for mid, _value in self.items():
+            yield mid
+
+
+class LocationMap(_BlockMap):
+    """Message id -> ``segment << 64 | offset << 32 | size``.
+
+    A dense block is ``[segments, lows, count]``: ``array('I')`` of segment number + 1
+    (0: no entry) and ``array('Q')`` of ``offset << 32 | size``.
+    """
+
+    __slots__ = ()
 
     def get(self, mid: int, default: Any = None) -> Any:
         block = self._blocks.get(mid >> BITS)
@@ -59,114 +158,42 @@ class LocationMap:
             return default
         return ((high - 1) << 64) | block[1][i]
 
-    def __getitem__(self, mid: int) -> int:
-        packed = self.get(mid)
-        if packed is None:
-            raise KeyError(mid)
-        return packed
-
-    def __setitem__(self, mid: int, packed: int) -> None:
-        key = mid >> BITS
-        blocks = self._blocks
-        block = blocks.get(key)
-        if block is None:
-            block = blocks[key] = {}
-        if type(block) is dict:
-            if mid not in block:
-                self._len += 1
-                if len(block) + 1 >= DENSE_AT:
-                    block[mid] = packed
-                    blocks[key] = _dense_locations(block)
-                    return
-            block[mid] = packed
-            return
-        i = mid & LOW
+    def _put(self, block: list[Any], i: int, value: Any) -> bool:
         highs = block[0]
-        if not highs[i]:
-            block[2] += 1
-            self._len += 1
-        highs[i] = (packed >> 64) + 1
-        block[1][i] = packed & _U64
+        empty = not highs[i]
+        highs[i] = (value >> 64) + 1
+        block[1][i] = value & _U64
+        return empty
 
-    def pop(self, mid: int, default: Any = _RAISE) -> Any:
-        key = mid >> BITS
-        blocks = self._blocks
-        block = blocks.get(key)
-        if block is not None:
-            if type(block) is dict:
-                packed = block.pop(mid, None)
-                if packed is not None:
-                    self._len -= 1
-                    if not block:
-                        del blocks[key]
-                    return packed
-            else:
-                i = mid & LOW
-                highs = block[0]
-                high = highs[i]
-                if high:
-                    highs[i] = 0
-                    self._len -= 1
-                    count = block[2] = block[2] - 1
-                    if not count:
-                        del blocks[key]
-                    elif count < SPARSE_AT:
-                        blocks[key] = _sparse_locations(key, block)
-                    return ((high - 1) << 64) | block[1][i]
-        if default is _RAISE:
-            raise KeyError(mid)
-        return default
+    def _take(self, block: list[Any], i: int) -> Any:
+        highs = block[0]
+        high = highs[i]
+        if not high:
+            return None
+        highs[i] = 0
+        return ((high - 1) << 64) | block[1][i]
 
-    def __delitem__(self, mid: int) -> None:
-        self.pop(mid)
+    def _dense(self, block: dict[int, Any]) -> list[Any]:
+        highs = array("I", bytes(4 * BLOCK))
+        lows = array("Q", bytes(8 * BLOCK))
+        for mid, packed in block.items():
+            i = mid & LOW
+            highs[i] = (packed >> 64) + 1
+            lows[i] = packed & _U64
+        return [highs, lows, len(block)]
 
-    def items(self) -> Iterator[tuple[int, int]]:
-        for key, block in list(self._blocks.items()):
-            if type(block) is dict:
-                yield from list(block.items())
-                continue
-            base = key << BITS
-            highs, lows = block[0], block[1]
-            for i, high in enumerate(highs):
-                if high:
-                    yield base + i, ((high - 1) << 64) | lows[i]
-
-    def __iter__(self) -> Iterator[int]:
-        for mid, _packed in self.items():
-            yield mid
+    def _dense_items(self, base: int, block: list[Any]) -> Iterator[tuple[int, Any]]:
+        highs, lows = block[0], block[1]
+        for i, high in enumerate(highs):
+            if high:
+                yield base + i, ((high - 1) << 64) | lows[i]
 
 
-def _dense_locations(block: dict[int, int]) -> list[Any]:
-    highs = array("I", bytes(4 * BLOCK))
-    lows = array("Q", bytes(8 * BLOCK))
-    for mid, packed in block.items():
-        i = mid & LOW
-        highs[i] = (packed >> 64) + 1
-        lows[i] = packed & _U64
-    return [highs, lows, len(block)]
-
-
-def _sparse_locations(key: int, block: list[Any]) -> dict[int, int]:
-    base = key << BITS
-    highs, lows = block[0], block[1]
-    return {base + i: ((high - 1) << 64) | lows[i] for i, high in enumerate(highs) if high}
-
-
-class FlagMap:
+class FlagMap(_BlockMap):
     """Message id -> delivered flag (bool). A dense block is ``[flags, count]``: a bytearray
     of 0 (no entry), 1 (not delivered) or 2 (delivered)."""
 
-    __slots__ = ("_blocks", "_len")
-
-    def __init__(self) -> None:
-        self._blocks: dict[int, Any] = {}
-        self._len = 0
-
-    def __len__(self) -> int:
-        return self._len
-
-    def __contains__(self, mid: int) -> bool:
-        return self.get(mid) is not None
+    __slots__ = ()
 
     def get(self, mid: int, default: Any = None) -> Any:
         block = self._blocks.get(mid >> BITS)
@@ -177,92 +204,27 @@ class FlagMap:
         flag = block[0][mid & LOW]
         return default if not flag else flag == 2
 
-    def __getitem__(self, mid: int) -> bool:
-        flag = self.get(mid)
-        if flag is None:
-            raise KeyError(mid)
-        return flag
-
-    def __setitem__(self, mid: int, delivered: bool) -> None:
-        key = mid >> BITS
-        blocks = self._blocks
-        block = blocks.get(key)
-        if block is None:
-            block = blocks[key] = {}
-        if type(block) is dict:
-            if mid not in block:
-                self._len += 1
-                if len(block) + 1 >= DENSE_AT:
-                    block[mid] = delivered
-                    blocks[key] = _dense_flags(block)
-                    return
-            block[mid] = delivered
-            return
+    def _put(self, block: list[Any], i: int, value: Any) -> bool:
         flags = block[0]
-        i = mid & LOW
-        if not flags[i]:
-            block[1] += 1
-            self._len += 1
-        flags[i] = 2 if delivered else 1
+        empty = not flags[i]
+        flags[i] = 2 if value else 1
+        return empty
 
-    def pop(self, mid: int, default: Any = _RAISE) -> Any:
-        key = mid >> BITS
-        blocks = self._blocks
-        block = blocks.get(key)
-        if block is not None:
-            if type(block) is dict:
-                flag = block.pop(mid, None)
-                if flag is not None:
-                    self._len -= 1
-                    if not block:
-                        del blocks[key]
-                    return flag
-            else:
-                flags = block[0]
-                i = mid & LOW
-                flag = flags[i]
-                if flag:
-                    flags[i] = 0
-                    self._len -= 1
-                    count = block[1] = block[1] - 1
-                    if not count:
-                        del blocks[key]
-                    elif count < SPARSE_AT:
-                        blocks[key] = _sparse_flags(key, flags)
-                    return flag == 2
-        if default is _RAISE:
-            raise KeyError(mid)
-        return default
+    def _take(self, block: list[Any], i: int) -> Any:
+        flags = block[0]
+        flag = flags[i]
+        if not flag:
+            return None
+        flags[i] = 0
+        return flag == 2
 
-    def __delitem__(self, mid: int) -> None:
-        self.pop(mid)
+    def _dense(self, block: dict[int, Any]) -> list[Any]:
+        flags = bytearray(BLOCK)
+        for mid, delivered in block.items():
+            flags[mid & LOW] = 2 if delivered else 1
+        return [flags, len(block)]
 
-    def clear(self) -> None:
-        self._blocks = {}
-        self._len = 0
-
-    def items(self) -> Iterator[tuple[int, bool]]:
-        for key, block in list(self._blocks.items()):
-            if type(block) is dict:
-                yield from list(block.items())
-                continue
-            base = key << BITS
-            for i, flag in enumerate(block[0]):
-                if flag:
-                    yield base + i, flag == 2
-
-    def __iter__(self) -> Iterator[int]:
-        for mid, _flag in self.items():
-            yield mid
-
-
-def _dense_flags(block: dict[int, bool]) -> list[Any]:
-    flags = bytearray(BLOCK)
-    for mid, delivered in block.items():
-        flags[mid & LOW] = 2 if delivered else 1
-    return [flags, len(block)]
-
-
-def _sparse_flags(key: int, flags: bytearray) -> dict[int, bool]:
-    base = key << BITS
-    return {base + i: flag == 2 for i, flag in enumerate(flags) if flag}
+    def _dense_items(self, base: int, block: list[Any]) -> Iterator[tuple[int, Any]]:
+        for i, flag in enumerate(block[0]):
+            if flag:
+                yield base + i, flag == 2

@@ -66,7 +66,11 @@ def test_priorities_arguments_and_x_death_survive(tmp_path: Path, how: str) -> N
         for i in range(3):
             props = pika.BasicProperties(delivery_mode=2, headers={"n": i})
             channel.basic_publish("", "limited", b"%d" % i, props)
-        time.sleep(0.2)  # the maxlen dead-letter is written in the same batch as its cause
+        # the maxlen dead-letter is written in the same batch as its cause: before the barrier
+        deadline = time.monotonic() + 10
+        while channel.queue_declare("dead", durable=True, passive=True).method.message_count < 1:
+            assert time.monotonic() < deadline, "nothing was dead-lettered"
+            time.sleep(0.02)
         channel.basic_publish("", "dead", b"barrier", pika.BasicProperties(delivery_mode=2))
         conn.close()
         proc = _restart(proc, tmp_path, how)
@@ -144,20 +148,27 @@ def test_expiry_deadline_counts_from_publish_not_from_restart(tmp_path: Path) ->
         conn = _connect(proc)
         channel = conn.channel()
         channel.confirm_delivery()
-        channel.queue_declare("ttl", durable=True, arguments={"x-message-ttl": 2500})
+        channel.queue_declare("dead", durable=True)
+        dead_letter = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"}
+        channel.queue_declare("ttl", durable=True, arguments={"x-message-ttl": 2500, **dead_letter})
+        before_publish = time.monotonic()
         channel.basic_publish("", "ttl", b"m", pika.BasicProperties(delivery_mode=2))
-        published = time.monotonic()
         conn.close()
         proc.stop()
         time.sleep(1.0)  # down for a second: counted from the restart it would end >= 3.5 s
+        restarted = time.monotonic()
         proc = BrokerProcess(tmp_path).start()
         conn = _connect(proc)
         channel = conn.channel()
-        assert channel.queue_declare("ttl", passive=True).method.message_count == 1
-        while channel.queue_declare("ttl", passive=True).method.message_count:
-            time.sleep(0.05)
-        elapsed = time.monotonic() - published
-        assert 2.4 < elapsed < 3.3, elapsed  # its first deadline, not 2.5 s after the restart
+        deadline = time.monotonic() + 15
+        while (got := channel.basic_get("dead", auto_ack=True))[0] is None:
+            assert time.monotonic() < deadline, "the message never expired"
+            time.sleep(0.02)
+        expired = time.monotonic()
+        assert got[1].headers["x-death"][0]["reason"] == "expired"  # kept, then expired
+        assert expired - before_publish > 2.45  # not before its time (ms clock, rounding)
+        # Its first deadline, not 2.5 s after the restart: that would be after this.
+        assert expired < restarted + 2.5, (expired - before_publish, restarted - before_publish)
         conn.close()
     finally:
         proc.stop()

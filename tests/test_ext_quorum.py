@@ -80,7 +80,7 @@ def test_celery_style_delayed_delivery(channel, unique):
         durable=True,
         arguments={
             **QUORUM,
-            "x-message-ttl": 200,
+            "x-message-ttl": 1000,  # the next two round trips fit in it on a loaded box
             "x-dead-letter-exchange": unique + "-x",
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",

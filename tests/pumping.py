@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from pika.adapters.blocking_connection import BlockingConnection
 
-TIMEOUT = 5.0
+TIMEOUT = 15.0  # a failure path only: generous for a loaded machine
 
 
 def pump(

@@ -79,20 +79,25 @@ async def test_aio_pika_rpc_expiration_times_out(broker: BrokerAddress) -> None:
             calls.append(x)
             return x
 
-        await rpc.register(method, slow, auto_delete=True)
+        # Not auto-delete: the queue outlives its consumer, so a call can wait in it.
+        await rpc.register(method, slow, auto_delete=False)
         assert await rpc.call(method, kwargs={"x": 1}) == 1
-        server_channel = rpc.channel
-        await server_channel.set_qos(prefetch_count=1)
-        # Hold the consumer up, so the next call's message waits past its expiration.
-        rpc_queue = await channel.get_queue(method)
         await rpc.unregister(slow)
         task = asyncio.ensure_future(rpc.call(method, kwargs={"x": 2}, expiration=1))
-        await asyncio.sleep(1.5)
-        await rpc.register(method, slow, auto_delete=True)
-        with pytest.raises(Exception):  # noqa: B017 - aio-pika raises its own expiry error
-            await asyncio.wait_for(task, 5)
+        deadline = time.monotonic() + 15
+        while not (
+            await channel.declare_queue(method, passive=True)
+        ).declaration_result.message_count:
+            assert time.monotonic() < deadline, "the call was never queued"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(1.2)  # queued for longer than its expiration
+        await rpc.register(method, slow, auto_delete=False)
+        # Expired, the call is dead-lettered (rpc.dlx, a headers exchange) back to the caller.
+        with pytest.raises(asyncio.TimeoutError) as raised:
+            await asyncio.wait_for(task, 15)
+        assert raised.value.args[:1] == ("Message timed-out",)  # not wait_for's own timeout
         assert calls == [1]
-        del rpc_queue
+        await channel.queue_delete(method)
         await rpc.close()
     finally:
         await connection.close()

@@ -17,7 +17,7 @@ import pika
 from tests.pumping import pump
 
 
-def _get(channel, queue: str, timeout: float = 3.0):  # type: ignore[no-untyped-def]
+def _get(channel, queue: str, timeout: float = 10.0):  # type: ignore[no-untyped-def]
     """basic.get until a message arrives (dead-lettering is asynchronous)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -26,6 +26,24 @@ def _get(channel, queue: str, timeout: float = 3.0):  # type: ignore[no-untyped-
             return method, props, body
         assert time.monotonic() < deadline, f"nothing arrived in {queue}"
         time.sleep(0.02)
+
+
+def _count(channel, queue: str) -> int:  # type: ignore[no-untyped-def]
+    return channel.queue_declare(queue, passive=True).method.message_count
+
+
+def _drained(channel, *queues: str, timeout: float = 10.0, hold: float = 0.3) -> None:  # type: ignore[no-untyped-def]
+    """Wait until every queue is empty, then check they stay empty for `hold` seconds: a
+    message going round a cycle that should have been dropped shows up in some sample."""
+    deadline = time.monotonic() + timeout
+    while any(_count(channel, queue) for queue in queues):
+        assert time.monotonic() < deadline, f"{queues} never emptied"
+        time.sleep(0.02)
+    until = time.monotonic() + hold
+    while time.monotonic() < until:
+        counts = [_count(channel, queue) for queue in queues]
+        assert not any(counts), f"a message came back: {dict(zip(queues, counts, strict=True))}"
+        time.sleep(0.01)
 
 
 def _dead_queue(channel, unique: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
@@ -121,16 +139,16 @@ def test_missing_dead_letter_exchange_discards_silently(channel, unique):
     channel.queue_declare(
         unique, arguments={"x-message-ttl": 10, "x-dead-letter-exchange": unique + "-none"}
     )
+    channel.confirm_delivery()  # in the queue before the first look
     channel.basic_publish("", unique, b"x")
-    time.sleep(0.2)
-    assert channel.queue_declare(unique, passive=True).method.message_count == 0
+    _drained(channel, unique)
 
 
 def test_expiry_cycle_is_dropped(channel, unique):
     channel.queue_declare(unique, arguments={"x-message-ttl": 10, "x-dead-letter-exchange": ""})
+    channel.confirm_delivery()  # in the queue before the first look
     channel.basic_publish("", unique, b"loop")
-    time.sleep(0.3)
-    assert channel.queue_declare(unique, passive=True).method.message_count == 0
+    _drained(channel, unique)
 
 
 def test_expiry_cycle_over_two_queues_is_dropped_after_one_lap(channel, unique):
@@ -151,10 +169,9 @@ def test_expiry_cycle_over_two_queues_is_dropped_after_one_lap(channel, unique):
             "x-dead-letter-routing-key": a,
         },
     )
+    channel.confirm_delivery()  # in the queue before the first look
     channel.basic_publish("", a, b"loop")
-    time.sleep(0.3)
-    counts = [channel.queue_declare(q, passive=True).method.message_count for q in (a, b)]
-    assert counts == [0, 0]
+    _drained(channel, a, b)
 
 
 def test_dead_lettered_persistent_message_keeps_delivery_mode(channel, unique):
@@ -216,7 +233,7 @@ def test_cycle_through_a_rejection_is_followed_and_counts_merge(channel, unique)
     channel.basic_publish("", a, b"x", props)
     seen = []
     for _round in range(3):
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 10
         while (got := channel.basic_get(a))[0] is None:
             assert time.monotonic() < deadline
             time.sleep(0.02)

@@ -80,7 +80,7 @@ def test_celery_style_delayed_delivery(channel, unique):
         durable=True,
         arguments={
             **QUORUM,
-            "x-message-ttl": 200,
+            "x-message-ttl": 1000,  # the next two round trips fit in it on a loaded box
             "x-dead-letter-exchange": unique + "-x",
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
@@ -89,7 +89,7 @@ def test_celery_style_delayed_delivery(channel, unique):
     channel.confirm_delivery()
     channel.basic_publish("", unique, b"later", pika.BasicProperties(delivery_mode=2))
     assert channel.basic_get(work)[0] is None
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 10
     while (got := channel.basic_get(work, auto_ack=True))[0] is None:
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -123,7 +123,7 @@ def test_delivery_limit_counts_returns_and_dead_letters(channel, unique):
         (False, {"a": 1, "x-delivery-count": 0}),
         (True, {"a": 1, "x-delivery-count": 1}),
     ]
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 10
     while (got := channel.basic_get(dead, auto_ack=True))[0] is None:
         assert time.monotonic() < deadline
         time.sleep(0.02)

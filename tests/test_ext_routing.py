@@ -24,34 +24,73 @@ def _exists(connection, name: str) -> bool:  # type: ignore[no-untyped-def]
     return True
 
 
-def _gone_after(connection, name: str, seconds: float) -> bool:  # type: ignore[no-untyped-def]
-    """Wait (without touching the queue: a passive declare renews its lease), then look."""
-    settle([connection], seconds)
-    return not _exists(connection, name)
+def _wait_gone(connection, name: str, timeout: float = 10.0) -> float:  # type: ignore[no-untyped-def]
+    """Wait until the queue is gone; the seconds it took. It is probed with mandatory
+    publishes to the default exchange (a publish is no use of the queue: its lease runs on,
+    as it would not after a passive declare or a basic.get), returned once it is deleted."""
+    start = time.monotonic()
+    probe = connection.channel()
+    probe.confirm_delivery()
+    while True:
+        try:
+            probe.basic_publish("", name, b"probe", mandatory=True)
+        except pika.exceptions.UnroutableError:
+            probe.close()
+            return time.monotonic() - start
+        assert time.monotonic() - start < timeout, f"queue {name} was never deleted"
+        time.sleep(0.02)
 
 
 def test_unused_queue_expires(connection, channel, unique):
     channel.queue_declare(unique, arguments={"x-expires": 200})
     channel.basic_publish("", unique, b"lost with the queue")
-    assert _gone_after(connection, unique, 0.6)
+    _wait_gone(connection, unique)
 
 
 def test_consumer_keeps_a_queue_alive(connection, channel, unique):
     channel.queue_declare(unique, arguments={"x-expires": 150})
     channel.basic_consume(unique, lambda *args: None, auto_ack=True)
-    settle([connection], 0.4)
+    settle([connection], 0.4)  # well past its lease: only the consumer keeps it
     assert _exists(connection, unique)
     channel.close()  # the lease starts again when the last consumer goes
-    assert _gone_after(connection, unique, 0.5)
+    _wait_gone(connection, unique)
 
 
-def test_get_renews_the_lease(connection, channel, unique):
-    channel.queue_declare(unique, arguments={"x-expires": 300})
-    for _ in range(5):
-        time.sleep(0.1)
-        channel.basic_get(unique)
-    assert _exists(connection, unique)  # (a passive declare renews it too)
-    assert _gone_after(connection, unique, 0.8)
+def _kept_by_gets(connection, name: str, lease: float) -> bool:  # type: ignore[no-untyped-def]
+    """Declare `name` with an x-expires `lease` and basic.get from it every 50 ms for three
+    leases. True if it lived through them; False if the box stalled so that two gets may have
+    been a lease apart (proof of nothing either way); a 404 close otherwise fails the test."""
+    channel = connection.channel()
+    last_sent = time.monotonic()
+    channel.queue_declare(name, arguments={"x-expires": int(lease * 1000)})
+    start = time.monotonic()
+    while time.monotonic() - start < 3 * lease:
+        time.sleep(0.05)
+        sent = time.monotonic()
+        try:
+            channel.basic_get(name)
+        except ChannelClosedByBroker as err:
+            if err.reply_code != 404 or time.monotonic() - last_sent < lease:
+                raise
+            return False
+        # the broker's gap between this get and the last is at most reply - last send
+        if time.monotonic() - last_sent >= lease:
+            channel.queue_delete(name)
+            return False
+        last_sent = sent
+    channel.close()
+    return True
+
+
+def test_get_renews_the_lease(connection, unique):
+    for attempt in range(5):
+        name = f"{unique}-{attempt}"
+        if _kept_by_gets(connection, name, lease=0.3):
+            break
+    else:
+        pytest.fail("the box was too slow to keep gets within a lease of each other")
+    assert _exists(connection, name)  # (a passive declare renews it too)
+    _wait_gone(connection, name)
 
 
 def test_alternate_exchange_takes_unroutable_messages(connection, channel, unique):

@@ -84,7 +84,7 @@ def test_broker_sends_heartbeats_when_heartbeat_is_1(broker: BrokerAddress) -> N
         conn.sock.settimeout(0.3)
         received = 0
         last_sent = time.monotonic()
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 10.0
         while received < 3 and time.monotonic() < deadline:
             if time.monotonic() - last_sent > 0.4:  # keep ourselves alive meanwhile
                 conn.send(0, heartbeat.Heartbeat())
@@ -96,7 +96,7 @@ def test_broker_sends_heartbeats_when_heartbeat_is_1(broker: BrokerAddress) -> N
             assert isinstance(value, heartbeat.Heartbeat), value
             assert channel == 0
             received += 1
-        assert received >= 3, "fewer than 3 heartbeat frames in 5 s with heartbeat=1"
+        assert received >= 3, "fewer than 3 heartbeat frames in 10 s with heartbeat=1"
         # and the connection is still in working order
         conn.open_channel(1)
 

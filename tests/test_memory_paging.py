@@ -24,6 +24,7 @@ from amqpd.spill import SpillLog
 from amqpd.store import DurableStore, QueueRecord, ReadBackFailed
 from amqpd.wire.content import peek_header
 from tests.broker_process import BrokerProcess, external_broker
+from tests.mgmt_client import Api
 
 HEADER = b"\x00<\x00\x00\x00\x00\x00\x00\x00\x00\x00d\x90\x00\x00\x02"
 
@@ -263,7 +264,12 @@ def test_a_damaged_record_under_a_live_broker_drops_that_message_only(tmp_path: 
         persistent = pika.BasicProperties(delivery_mode=2)
         for i in range(count):
             channel.basic_publish("", "damaged", struct.pack(">Q", i) * (size // 8), persistent)
-        time.sleep(1.0)  # the pager runs every 100 ms: the bodies past the head leave memory
+        # The pager runs every 100 ms: the bodies past the head (256 of 64 KiB) leave memory.
+        api = Api(broker.http_port())
+        deadline = time.monotonic() + 30
+        while api.get("/api/queues/%2F/damaged")["messages_paged_out"] < count - 256:
+            assert time.monotonic() < deadline, api.get("/api/queues/%2F/damaged")
+            time.sleep(0.05)
         damaged = 0
         for segment in data.glob("**/segment-*.log"):
             content = segment.read_bytes()

@@ -36,8 +36,10 @@ def test_a_second_sigterm_exits_at_once(tmp_path: Path) -> None:
     broker.proc.send_signal(signal.SIGTERM)
     assert broker.wait_for_log("shutting down")
     broker.proc.send_signal(signal.SIGTERM)
-    code, took = exit_within(broker, 1.0)
-    assert code == 1 and took < 1.0
+    code, took = exit_within(broker, 2.0)
+    # at once: well inside the 3 s grace the first signal gave the silent client (a loaded
+    # box may take a second to schedule the exit); exit code 1 is the second signal's path
+    assert code == 1 and took < 2.0
     assert broker.wait_for_log("second stop signal")
     client.close()
 

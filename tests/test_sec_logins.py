@@ -244,7 +244,7 @@ def test_pika_with_hashed_and_plain_passwords(proc: BrokerProcess) -> None:
                 proc.host, proc.port, credentials=pika.PlainCredentials("hashed", "h4shed-PW")
             )
         )
-    lines = log_since(proc, mark)
+    lines = log_since(proc, mark, until="(user 'hashed') using PLAIN: invalid credentials")
     assert any("(user 'hashed') using PLAIN: invalid credentials" in line for line in lines)
     assert not any("h4shed-PW" in line for line in lines)
 

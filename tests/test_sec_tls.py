@@ -124,7 +124,7 @@ def test_external_needs_a_known_user(tls: Tls) -> None:
     mark = len(tls.proc.log_lines)
     with pytest.raises(pika.exceptions.AMQPConnectionError):
         _pika(tls, tls.stranger_cert, credentials=pika.credentials.ExternalCredentials())
-    lines = log_since(tls.proc, mark)
+    lines = log_since(tls.proc, mark, until="(user 'nobody') using EXTERNAL: no such user")
     assert any("(user 'nobody') using EXTERNAL: no such user" in line for line in lines), lines
 
 

@@ -354,6 +354,20 @@ class Channel:
         if not self.host.publisher:
             self.host.became_publisher()
 
+    def publish_whole(self, args: tuple[str, str, bool, bool], header: bytes, body: bytes) -> bool:
+        """A basic.publish with its content header and whole body, as one step: False,
+        having done nothing, when it must take the frame-by-frame path instead."""
+        exchange_name, routing_key, mandatory, immediate = args
+        if immediate:
+            return False
+        message = self.content.whole(exchange_name, routing_key, header, body)
+        if message is None:
+            return False
+        if not self.host.publisher:
+            self.host.became_publisher()
+        self._on_content(message, mandatory)
+        return True
+
     def _on_content(self, message: Message, mandatory: bool) -> None:
         """A publish is complete: route it now, or at tx.commit."""
         if message.header[12] & _REPLY_TO_FLAG and reply_to_of(message.header) == _REPLY_TO:

@@ -837,6 +837,45 @@ static PyObject *content_frames(PyObject *module, PyObject *const *args, Py_ssiz
     return result;
 }
 
+/* -------------------------------------------------------------- join_delivery */
+/* join_delivery(fallback, prefix, tag, redelivered, suffix, content) -> bytes: a basic.deliver
+ * frame (prefix + u64 tag + u8 redelivered + suffix) and the content frames after it, in one
+ * buffer. Anything but bytes parts and a tag in 0..2**64-1 goes to `fallback` with the same
+ * arguments (the pure function), so the results and errors are the pure ones. */
+
+static PyObject *join_delivery(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "join_delivery(fallback, prefix, tag, redelivered, suffix, content)");
+        return NULL;
+    }
+    PyObject *prefix = args[1], *tag_obj = args[2], *suffix = args[4], *content = args[5];
+    if (!PyBytes_CheckExact(prefix) || !PyBytes_CheckExact(suffix) ||
+        !PyBytes_CheckExact(content) || !PyLong_CheckExact(tag_obj) ||
+        !(args[3] == Py_True || args[3] == Py_False))
+        return PyObject_Vectorcall(args[0], args + 1, 5, NULL);
+    unsigned long long tag = PyLong_AsUnsignedLongLong(tag_obj);
+    if (tag == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return PyObject_Vectorcall(args[0], args + 1, 5, NULL);
+    }
+    Py_ssize_t np = PyBytes_GET_SIZE(prefix), ns = PyBytes_GET_SIZE(suffix),
+               nc = PyBytes_GET_SIZE(content);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, np + 9 + ns + nc);
+    if (out == NULL)
+        return NULL;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    memcpy(o, PyBytes_AS_STRING(prefix), np);
+    o += np;
+    for (int i = 7; i >= 0; i--)
+        *o++ = (unsigned char)(tag >> (8 * i));
+    *o++ = args[3] == Py_True ? 1 : 0;
+    memcpy(o, PyBytes_AS_STRING(suffix), ns);
+    memcpy(o + ns, PyBytes_AS_STRING(content), nc);
+    return out;
+}
+
 /* --------------------------------------------------------------- store records */
 
 #define RECORD_MARK 0xC71DA9F3u
@@ -1045,6 +1084,8 @@ static PyMethodDef module_methods[] = {
      "One framed PUBLISH store record as three byte chunks."},
     {"encode_ref", (PyCFunction)(void (*)(void))encode_ref, METH_FASTCALL,
      "One framed DELIVERED/REMOVED store record."},
+    {"join_delivery", (PyCFunction)(void (*)(void))join_delivery, METH_FASTCALL,
+     "join_delivery(fallback, prefix, tag, redelivered, suffix, content) -> bytes."},
     {"merge_publishes", (PyCFunction)(void (*)(void))merge_publishes, METH_FASTCALL,
      "merge_publishes(item_type, frames): publish + header + body frames as one item."},
     {NULL}};

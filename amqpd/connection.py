@@ -314,6 +314,8 @@ class Connection:
     def send(self, data: bytes) -> None:
         self._out.append(data)
         self._out_size += len(data)
+        if self._out_size >= OUTPUT_HIGH_WATER:
+            self.writable = False  # enough for this tick: deliver more after the flush
         if not self._flush_requested:
             self._flush_requested = True
             self.broker.scheduler.flush(self)

@@ -157,6 +157,28 @@ def test_merge_publishes_merges_whole_publishes_only():
         assert merge(whole[:2]) == whole[:2]
 
 
+@SETTINGS
+@given(
+    st.binary(max_size=40),
+    st.one_of(st.integers(-2, 2**64 + 2), st.just(2**64 - 1), st.booleans()),
+    st.one_of(st.booleans(), st.integers(0, 2)),
+    st.binary(max_size=40),
+    st.one_of(st.binary(max_size=60), st.just(bytearray(b"xy"))),
+)
+def test_join_delivery_same_bytes_and_errors(prefix, tag, redelivered, suffix, content):
+    expected = outcome(methods.pure_join_delivery, prefix, tag, redelivered, suffix, content)
+    compiled = outcome(
+        speedups.join_delivery,
+        methods.pure_join_delivery,
+        prefix,
+        tag,
+        redelivered,
+        suffix,
+        content,
+    )
+    assert compiled == expected
+
+
 # ----------------------------------------------------------------------------- methods
 
 compiled_decode = speedups.MethodDecoder(methods.pure_decode_method, methods.MethodSyntaxError)

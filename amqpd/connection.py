@@ -94,8 +94,9 @@ log = logging.getLogger("amqpd.connection")
 CLOSE_OK_TIMEOUT = 3.0
 # Deliveries stop for the rest of a tick once this much output waits for the flush.
 OUTPUT_HIGH_WATER = 1 << 20
-# Frames handled per event-loop turn before other connections get theirs (~200 publishes).
-FRAMES_PER_TURN = 600
+# Frames handled per event-loop turn before other connections get theirs; a publish merged
+# with its content (FRAME_PUBLISH) counts as one.
+FRAMES_PER_TURN = 256
 CHANNEL_OPEN = commands.Channel.Open.index
 CHANNEL_CLOSE = commands.Channel.Close.index
 CHANNEL_CLOSE_OK = commands.Channel.CloseOk.index

@@ -11,7 +11,8 @@ on that metric). If nothing answers on the RabbitMQ port, a node is started ther
 re-run by hand.
 
 `--generator node` drives workloads 1-4 with one Node.js amqplib process instead of the
-Python workers (issue 13's method). Each throughput row also reports the broker's CPU time
+Python workers (issue 13's method and, for workloads 2 and 3, its settings: single acks,
+prefetch 100, 16 B; confirm window 2000). Each throughput row also reports the broker's CPU time
 per received message (user+system from /proc/PID/stat over the run), the figure that
 survives a shared machine; `--rounds N` measures every broker N times, alternating, and
 reports medians.
@@ -51,6 +52,7 @@ class Workload:
     title: str
     args: tuple[str, ...]
     timed: bool = True  # takes -z
+    node_args: tuple[str, ...] = ()  # with --generator node, issue 13's settings instead
 
 
 WORKLOADS = {
@@ -59,6 +61,8 @@ WORKLOADS = {
         2,
         "manual acks (multi 100, prefetch 200), 16 B",
         ("run", "-x1", "-y1", "-s16", "--multi-ack-every", "100", "-q", "200"),
+        # Issue 13's row (LavinMQ 1.0.1 stalls on multiple acks: a window per ~0.5 s).
+        node_args=("run", "-x1", "-y1", "-s16", "-q", "100"),
     ),
     3: Workload(
         3,
@@ -77,6 +81,7 @@ WORKLOADS = {
             "-q",
             "200",
         ),
+        node_args=("run", "-x1", "-y1", "-s16", "-f", "persistent", "-c", "2000", "-q", "100"),
     ),
     4: Workload(
         4,
@@ -112,7 +117,7 @@ def _bench(args: list[str], show: bool) -> dict[str, Any]:
 def _command_for(w: Workload, uri: str, duration: float, generator: str = "python") -> list[str]:
     args = list(w.args)
     if generator != "python" and w.number in (1, 2, 3, 4):
-        args += ["--generator", generator]
+        args = [*(w.node_args or w.args), "--generator", generator]
     if w.number == 5:
         args += ["-z", str(max(duration, 10.0))]
     elif w.timed:
@@ -182,6 +187,8 @@ def workload_list() -> str:
         duration = " -z SECONDS" if w.timed else ""
         lines.append(f"  {w.number}  {w.title}")
         lines.append(f"     bench {' '.join(w.args)}{duration}")
+        if w.node_args:
+            lines.append(f"     --generator node: bench {' '.join(w.node_args)}{duration}")
     return "\n".join(lines)
 
 

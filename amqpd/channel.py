@@ -612,7 +612,12 @@ class Channel:
 
     def _on_ack(self, args: tuple[int, bool]) -> None:
         tag, multiple = args
-        self._settle(tag, multiple, False)
+        if multiple or self.tx.active:
+            self._settle(tag, multiple, False)
+            return
+        if self.deliveries.ack_one(tag):
+            self.kick_consumers()
+        self.vhost.stats.ack += 1
 
     def _on_reject(self, args: tuple[int, bool]) -> None:
         tag, requeue = args

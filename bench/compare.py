@@ -11,8 +11,9 @@ on that metric). If nothing answers on the RabbitMQ port, a node is started ther
 re-run by hand.
 
 `--generator node` drives workloads 1-4 with one Node.js amqplib process instead of the
-Python workers (issue 13's method and, for workloads 2 and 3, its settings: single acks,
-prefetch 100, 16 B; confirm window 2000). Each throughput row also reports the broker's CPU time
+Python workers (one producer and one consumer connection, as the LavinMQ comparison was
+first made; workloads 2 and 3 then use its settings: single acks, prefetch 100, 16 B,
+confirm window 2000). Each throughput row also reports the broker's CPU time
 per received message (user+system from /proc/PID/stat over the run), the figure that
 survives a shared machine; `--rounds N` measures every broker N times, alternating, and
 reports medians.
@@ -52,7 +53,7 @@ class Workload:
     title: str
     args: tuple[str, ...]
     timed: bool = True  # takes -z
-    node_args: tuple[str, ...] = ()  # with --generator node, issue 13's settings instead
+    node_args: tuple[str, ...] = ()  # with --generator node, the LavinMQ comparison's settings
 
 
 WORKLOADS = {
@@ -61,7 +62,7 @@ WORKLOADS = {
         2,
         "manual acks (multi 100, prefetch 200), 16 B",
         ("run", "-x1", "-y1", "-s16", "--multi-ack-every", "100", "-q", "200"),
-        # Issue 13's row (LavinMQ 1.0.1 stalls on multiple acks: a window per ~0.5 s).
+        # The LavinMQ comparison's row (LavinMQ 1.0.1 stalls on multiple acks).
         node_args=("run", "-x1", "-y1", "-s16", "-q", "100"),
     ),
     3: Workload(
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         "--generator",
         choices=("python", "node"),
         default="python",
-        help="load generator of workloads 1-4 (node: one amqplib process, issue 13's method)",
+        help="load generator of workloads 1-4 (node: one amqplib process)",
     )
     parser.add_argument(
         "--rounds",

@@ -1,7 +1,8 @@
-// The Node.js amqplib load generator of `bench node` (bench/nodegen.py runs it).
+// The Node.js amqplib load generator of `bench run --generator node` (bench/nodegen.py).
 //
-// One producer connection and one consumer connection in this one process, as in issue 13's
-// method. Bodies carry a sequence number and a send time (process.hrtime), so the consumer
+// One producer connection and one consumer connection in this one process, as the LavinMQ
+// comparison was first made. Bodies carry a sequence number and a send time (one clock,
+// performance.now(), for producer and consumer), so the consumer
 // counts lost and duplicated messages and measures latency. Prints one JSON summary line on
 // stdout (the keys of `bench run --json` that scripts/compare reads) and exits 0; a failure
 // prints the summary with "errors" filled in and exits 1. amqplib comes from tests/node

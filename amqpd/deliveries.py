@@ -102,6 +102,7 @@ class Deliveries:
         queue, _seq, message, consumer = entry
         if message.store_id:
             queue.settled(message)
+        queue.stats.ack += 1
         if consumer is not None:
             consumer.unacked -= 1
             if consumer.attached and not self.global_prefetch:

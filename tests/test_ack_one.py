@@ -56,6 +56,7 @@ def test_ack_one_is_settle_of_one_tag(global_prefetch, gets, count, tags, detach
         assert list(fast.unacked) == list(slow.unacked)
         assert fast_consumer.unacked == slow_consumer.unacked
         assert fast_kicks == slow_kicks
+        assert fast_consumer.queue.stats.ack == slow_consumer.queue.stats.ack
 
 
 def test_ack_one_of_an_unknown_tag_is_precondition_failed():

@@ -667,6 +667,100 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------- merge_publishes */
+/* merge_publishes(item_type, frames) -> list: the frames of FrameReader.feed with each run
+ * "basic.publish method frame, its content header frame, and (unless the header announces
+ * an empty body) one body frame holding the whole body, all on one channel" replaced by
+ * (item_type, channel, (method_payload, header_payload, body_payload)). Anything else is
+ * kept as it is; the list is returned unchanged (the same object) when nothing merges. */
+
+static int is_frame(PyObject *item, long type, PyObject *channel, PyObject **payload)
+{
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3)
+        return 0;
+    PyObject *t = PyTuple_GET_ITEM(item, 0), *p = PyTuple_GET_ITEM(item, 2);
+    if (!PyLong_CheckExact(t) || PyLong_AsLong(t) != type || !PyBytes_CheckExact(p))
+        return 0;
+    if (channel != NULL) {
+        PyObject *c = PyTuple_GET_ITEM(item, 1);
+        if (!PyLong_CheckExact(c) || PyLong_AsLong(c) != PyLong_AsLong(channel))
+            return 0;
+    }
+    *payload = p;
+    return 1;
+}
+
+static PyObject *merge_publishes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "merge_publishes(item_type, frames: list)");
+        return NULL;
+    }
+    PyObject *item_type = args[0], *frames = args[1];
+    Py_ssize_t n = PyList_GET_SIZE(frames);
+    PyObject *out = NULL;
+    Py_ssize_t i = 0, copied = 0; /* frames[:copied] are in out already */
+    while (i < n) {
+        PyObject *method, *header, *body = NULL;
+        PyObject *first = PyList_GET_ITEM(frames, i);
+        if (i + 1 >= n || !is_frame(first, 1, NULL, &method) || PyBytes_GET_SIZE(method) < 4 ||
+            memcmp(PyBytes_AS_STRING(method), "\x00\x3c\x00\x28", 4) != 0) {
+            i++;
+            continue;
+        }
+        PyObject *channel = PyTuple_GET_ITEM(first, 1);
+        if (!PyLong_CheckExact(channel) ||
+            !is_frame(PyList_GET_ITEM(frames, i + 1), 2, channel, &header) ||
+            PyBytes_GET_SIZE(header) < 14) {
+            i++;
+            continue;
+        }
+        uint64_t size = be64((const unsigned char *)PyBytes_AS_STRING(header) + 4);
+        Py_ssize_t span = 2;
+        if (size) {
+            if (i + 2 >= n || !is_frame(PyList_GET_ITEM(frames, i + 2), 3, channel, &body) ||
+                (uint64_t)PyBytes_GET_SIZE(body) != size) {
+                i++;
+                continue;
+            }
+            span = 3;
+        }
+        if (out == NULL && (out = PyList_New(0)) == NULL)
+            return NULL;
+        for (; copied < i; copied++)
+            if (PyList_Append(out, PyList_GET_ITEM(frames, copied)) < 0)
+                goto error;
+        PyObject *parts = body != NULL ? PyTuple_Pack(3, method, header, body) : NULL;
+        if (body == NULL) {
+            PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+            if (empty == NULL)
+                goto error;
+            parts = PyTuple_Pack(3, method, header, empty);
+            Py_DECREF(empty);
+        }
+        if (parts == NULL)
+            goto error;
+        PyObject *merged = PyTuple_Pack(3, item_type, channel, parts);
+        Py_DECREF(parts);
+        if (merged == NULL || PyList_Append(out, merged) < 0) {
+            Py_XDECREF(merged);
+            goto error;
+        }
+        Py_DECREF(merged);
+        i += span;
+        copied = i;
+    }
+    if (out == NULL)
+        return Py_NewRef(frames);
+    for (; copied < n; copied++)
+        if (PyList_Append(out, PyList_GET_ITEM(frames, copied)) < 0)
+            goto error;
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
 /* --------------------------------------------------------------- content frames */
 /* content_frames(fallback, channel, header, body, frame_max) -> (pieces, size): the content
  * header frame and the body frames of one delivery. A body that fits one frame and is at
@@ -741,6 +835,45 @@ static PyObject *content_frames(PyObject *module, PyObject *const *args, Py_ssiz
     PyTuple_SET_ITEM(result, 0, pieces);
     PyTuple_SET_ITEM(result, 1, size);
     return result;
+}
+
+/* -------------------------------------------------------------- join_delivery */
+/* join_delivery(fallback, prefix, tag, redelivered, suffix, content) -> bytes: a basic.deliver
+ * frame (prefix + u64 tag + u8 redelivered + suffix) and the content frames after it, in one
+ * buffer. Anything but bytes parts and a tag in 0..2**64-1 goes to `fallback` with the same
+ * arguments (the pure function), so the results and errors are the pure ones. */
+
+static PyObject *join_delivery(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "join_delivery(fallback, prefix, tag, redelivered, suffix, content)");
+        return NULL;
+    }
+    PyObject *prefix = args[1], *tag_obj = args[2], *suffix = args[4], *content = args[5];
+    if (!PyBytes_CheckExact(prefix) || !PyBytes_CheckExact(suffix) ||
+        !PyBytes_CheckExact(content) || !PyLong_CheckExact(tag_obj) ||
+        !(args[3] == Py_True || args[3] == Py_False))
+        return PyObject_Vectorcall(args[0], args + 1, 5, NULL);
+    unsigned long long tag = PyLong_AsUnsignedLongLong(tag_obj);
+    if (tag == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return PyObject_Vectorcall(args[0], args + 1, 5, NULL);
+    }
+    Py_ssize_t np = PyBytes_GET_SIZE(prefix), ns = PyBytes_GET_SIZE(suffix),
+               nc = PyBytes_GET_SIZE(content);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, np + 9 + ns + nc);
+    if (out == NULL)
+        return NULL;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    memcpy(o, PyBytes_AS_STRING(prefix), np);
+    o += np;
+    for (int i = 7; i >= 0; i--)
+        *o++ = (unsigned char)(tag >> (8 * i));
+    *o++ = args[3] == Py_True ? 1 : 0;
+    memcpy(o, PyBytes_AS_STRING(suffix), ns);
+    memcpy(o + ns, PyBytes_AS_STRING(content), nc);
+    return out;
 }
 
 /* --------------------------------------------------------------- store records */
@@ -951,6 +1084,10 @@ static PyMethodDef module_methods[] = {
      "One framed PUBLISH store record as three byte chunks."},
     {"encode_ref", (PyCFunction)(void (*)(void))encode_ref, METH_FASTCALL,
      "One framed DELIVERED/REMOVED store record."},
+    {"join_delivery", (PyCFunction)(void (*)(void))join_delivery, METH_FASTCALL,
+     "join_delivery(fallback, prefix, tag, redelivered, suffix, content) -> bytes."},
+    {"merge_publishes", (PyCFunction)(void (*)(void))merge_publishes, METH_FASTCALL,
+     "merge_publishes(item_type, frames): publish + header + body frames as one item."},
     {NULL}};
 
 static int module_exec(PyObject *module)

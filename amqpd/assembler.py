@@ -2,9 +2,12 @@
 
 `ContentAssembler` follows one channel's publish in progress. `start` takes the
 basic.publish arguments, `header` and `body` the content frames; when the body is complete
-it calls `on_message(message, mandatory)`. Frames out of order raise `ConnectionError_`
-(505 UNEXPECTED_FRAME, RabbitMQ's texts); a user_id that is not the authenticated user or a
-body larger than `max_message_size` raise `ChannelError` (406) and drop the content.
+it calls `on_message(message, mandatory)`. `whole` builds the message of a publish whose
+content arrived in one piece (the connection's fast path) when nothing about it is wrong,
+and leaves anything else to the frame-by-frame path and its errors. Frames out of order
+raise `ConnectionError_` (505 UNEXPECTED_FRAME, RabbitMQ's texts); a user_id that is not the
+authenticated user or a body larger than `max_message_size` raise `ChannelError` (406) and
+drop the content.
 A body frame that would take the body past the size its header announced raises
 `ConnectionError_` (501 FRAME_ERROR) before it is kept, so a client cannot make the broker
 hold more than the announced (and checked) size. RabbitMQ keeps collecting there; this is a
@@ -84,9 +87,7 @@ class ContentAssembler:
                 info = peek_header(payload)
                 self._last_header, self._last_info = payload, info
         except ContentHeaderError:
-            raise ConnectionError_(
-                UNEXPECTED_FRAME, self.expected_text(), BASIC_PUBLISH
-            ) from None
+            raise ConnectionError_(UNEXPECTED_FRAME, self.expected_text(), BASIC_PUBLISH) from None
         if info.class_id != 60:
             raise ConnectionError_(
                 UNEXPECTED_FRAME,
@@ -134,10 +135,31 @@ class ContentAssembler:
         if left == 0:
             self._complete()
 
-    def _complete(self) -> None:
-        exchange, routing_key = self._exchange, self._routing_key
-        body_parts = self._body
-        body = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
+    def whole(self, exchange: str, routing_key: str, header: bytes, body: bytes) -> Message | None:
+        """The message of a publish whose header and whole body (len(body) is the size the
+        header announces) arrived with it, or None if the header must take the
+        frame-by-frame path (it does not parse, or one of `header`'s errors applies)."""
+        if header == self._last_header:
+            info = self._last_info
+            header = self._last_header
+        else:
+            try:
+                info = peek_header(header)
+            except ContentHeaderError:
+                return None
+            self._last_header, self._last_info = header, info
+        if (
+            info.class_id != 60
+            or info.weight
+            or (info.user_id is not None and info.user_id != self.user)
+            or info.body_size > self.max_message_size
+        ):
+            return None
+        return self._message(exchange, routing_key, header, info, body)
+
+    def _message(
+        self, exchange: str, routing_key: str, header: bytes, info: Any, body: bytes
+    ) -> Message:
         key = (exchange, routing_key)
         names = self._exchange_rk.get(key)
         if names is None:
@@ -149,7 +171,14 @@ class ContentAssembler:
                 routing_key,
             )
         exchange_rk, exchange, routing_key = names
-        message = Message(exchange, routing_key, self._header, self._header_info, body, exchange_rk)
+        return Message(exchange, routing_key, header, info, body, exchange_rk)
+
+    def _complete(self) -> None:
+        body_parts = self._body
+        body = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
+        message = self._message(
+            self._exchange, self._routing_key, self._header, self._header_info, body
+        )
         self.expecting = False
         self._header_info = None
         self._body = []

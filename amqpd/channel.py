@@ -55,6 +55,8 @@ from amqpd.wire.methods import (
     encode_confirm,
     encode_get_ok,
     encode_method,
+    join_delivery,
+    pack_tag_bits,
     unvalidated,
 )
 
@@ -155,6 +157,26 @@ class Channel:
             framed = (number, frame_max, content, size)
             message.framed = framed
         self.host.send_many([method_frame, *framed[2]], len(method_frame) + framed[3])
+
+    def send_delivery(
+        self, parts: tuple[bytes, bytes], tag: int, redelivered: bool, message: Message
+    ) -> None:
+        """basic.deliver (`parts` around the tag and redelivered bit) and the content, as
+        `send_with_content`, in one buffer when the content is one piece."""
+        number = self.number
+        host = self.host
+        frame_max = host.frame_max
+        framed = message.framed
+        if framed is None or framed[0] != number or framed[1] != frame_max:
+            content, size = content_frames(number, message.header, message.body, frame_max)
+            framed = (number, frame_max, content, size)
+            message.framed = framed
+        pieces = framed[2]
+        if len(pieces) == 1:
+            host.send(join_delivery(parts[0], tag, redelivered, parts[1], pieces[0]))
+        else:
+            method_frame = parts[0] + pack_tag_bits(tag, redelivered) + parts[1]
+            host.send_many([method_frame, *pieces], len(method_frame) + framed[3])
 
     # -- dispatch and durable replies ---------------------------------------------------
 
@@ -353,6 +375,20 @@ class Channel:
         self.content.start(exchange_name, routing_key, mandatory)
         if not self.host.publisher:
             self.host.became_publisher()
+
+    def publish_whole(self, args: tuple[str, str, bool, bool], header: bytes, body: bytes) -> bool:
+        """A basic.publish with its content header and whole body, as one step: False,
+        having done nothing, when it must take the frame-by-frame path instead."""
+        exchange_name, routing_key, mandatory, immediate = args
+        if immediate:
+            return False
+        message = self.content.whole(exchange_name, routing_key, header, body)
+        if message is None:
+            return False
+        if not self.host.publisher:
+            self.host.became_publisher()
+        self._on_content(message, mandatory)
+        return True
 
     def _on_content(self, message: Message, mandatory: bool) -> None:
         """A publish is complete: route it now, or at tx.commit."""
@@ -576,7 +612,12 @@ class Channel:
 
     def _on_ack(self, args: tuple[int, bool]) -> None:
         tag, multiple = args
-        self._settle(tag, multiple, False)
+        if multiple or self.tx.active:
+            self._settle(tag, multiple, False)
+            return
+        if self.deliveries.ack_one(tag):
+            self.kick_consumers()
+        self.vhost.stats.ack += 1
 
     def _on_reject(self, args: tuple[int, bool]) -> None:
         tag, requeue = args

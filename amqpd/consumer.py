@@ -3,8 +3,9 @@
 `ready()` is the prefetch gate the dispatcher asks before every delivery: the channel must
 be deliverable (not closing, its connection writable) and, for manual acks, both the
 consumer's own window and the channel's global window (its `Deliveries`) must have room.
-`deliver` tags the delivery in the channel's `Deliveries` and sends basic.deliver with the
-content through the channel. The channel is seen through `ConsumerChannel`, no import.
+`deliver` tags the delivery in the channel's `Deliveries` and has the channel send
+basic.deliver (built around frame parts cached per exchange and routing key) with the
+content. The channel is seen through `ConsumerChannel`, no import.
 A message whose evicted body cannot be read back (`Message.reload`) is not delivered:
 `drop_lost` logs one line and settles it, as RabbitMQ drops a message its store lost.
 """
@@ -18,7 +19,7 @@ from amqpd.channel_host import ChannelHost
 from amqpd.core.message import Message
 from amqpd.core.queue import Queue
 from amqpd.deliveries import Deliveries
-from amqpd.wire.methods import deliver_parts, pack_tag_bits, shortstr
+from amqpd.wire.methods import deliver_parts, shortstr
 
 log = logging.getLogger("amqpd.consumer")
 
@@ -31,6 +32,10 @@ class ConsumerChannel(Protocol):
     host: ChannelHost
 
     def send_with_content(self, method_frame: bytes, message: Message) -> None: ...
+
+    def send_delivery(
+        self, parts: tuple[bytes, bytes], tag: int, redelivered: bool, message: Message
+    ) -> None: ...
 
     def consumer_queue_deleted(self, consumer: ChannelConsumer) -> None: ...
 
@@ -85,14 +90,12 @@ class ChannelConsumer:
         limit = deliveries.global_prefetch
         return not limit or len(deliveries.unacked) < limit
 
-    def deliver_frame(self, tag: int, redelivered: bool, exchange_rk: bytes) -> bytes:
-        """This consumer's basic.deliver frame for one delivery."""
-        parts = self._deliver_parts.get(exchange_rk)
-        if parts is None:
-            parts = deliver_parts(self.channel.number, self.tag_sstr, exchange_rk)
-            if len(self._deliver_parts) < 64:
-                self._deliver_parts[exchange_rk] = parts
-        return parts[0] + pack_tag_bits(tag, redelivered) + parts[1]
+    def frame_parts(self, exchange_rk: bytes) -> tuple[bytes, bytes]:
+        """This consumer's basic.deliver frame around the tag and redelivered bit."""
+        parts = deliver_parts(self.channel.number, self.tag_sstr, exchange_rk)
+        if len(self._deliver_parts) < 64:
+            self._deliver_parts[exchange_rk] = parts
+        return parts
 
     def deliver(self, queue: Queue, seq: int, message: Message, redelivered: bool) -> None:
         if message.source is not None:  # evicted: read the body back before tagging
@@ -101,9 +104,9 @@ class ChannelConsumer:
                 drop_lost(queue, message, error)
                 return
         tag = self.deliveries.delivered(self, queue, seq, message, redelivered)
-        self.channel.send_with_content(
-            self.deliver_frame(tag, redelivered, message.exchange_rk), message
-        )
+        exchange_rk = message.exchange_rk
+        parts = self._deliver_parts.get(exchange_rk) or self.frame_parts(exchange_rk)
+        self.channel.send_delivery(parts, tag, redelivered, message)
 
     def queue_deleted(self, queue: Queue) -> None:
         self.channel.consumer_queue_deleted(self)

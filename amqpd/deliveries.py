@@ -93,6 +93,22 @@ class Deliveries:
         Messages `rejected` without requeue go to their queue's dead-letter exchange."""
         return self._settle(self._take(tag, multiple), requeue, rejected)
 
+    def ack_one(self, tag: int) -> bool:
+        """basic.ack of one delivery (multiple=false): `settle(tag, False, False)` without
+        its lists and sets, the common case of consumers that ack each message."""
+        entry = self.unacked.pop(tag, None)
+        if entry is None:
+            raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
+        queue, _seq, message, consumer = entry
+        if message.store_id:
+            queue.settled(message)
+        queue.stats.ack += 1
+        if consumer is not None:
+            consumer.unacked -= 1
+            if consumer.attached and not self.global_prefetch:
+                consumer.queue.kick()
+        return bool(self.global_prefetch)
+
     def recover(self) -> bool:
         """basic.recover: requeue everything unacked; True as `settle`."""
         entries = list(self.unacked.values())

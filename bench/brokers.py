@@ -142,6 +142,11 @@ class LavinMQProcess:
     def uri(self) -> str:
         return f"amqp://guest:guest@{self.host}:{self.port}/%2F"
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
     def start(self, timeout: float = 60.0) -> LavinMQProcess:
         self.data_dir = tempfile.mkdtemp(prefix="bench-lavinmq-")
         self.port = free_port(self.host)

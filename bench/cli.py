@@ -94,6 +94,25 @@ def _run_parser(sub: Any) -> None:
         help="give up waiting for deliveries/confirms after this many idle s",
     )
     p.add_argument(
+        "--drain-max",
+        type=float,
+        default=60.0,
+        help="give up waiting for deliveries/confirms after this many s in all",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=0.0,
+        help="abandon the whole run after this many s (default: duration + drain-max + 60)",
+    )
+    p.add_argument(
+        "--generator",
+        choices=("python", "node"),
+        default="python",
+        help="load generator: python worker processes, or one Node.js amqplib process "
+        "(one producer and one consumer connection; needs npm ci --prefix tests/node)",
+    )
+    p.add_argument(
         "--max-priority",
         type=int,
         default=0,
@@ -201,6 +220,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         producer_procs=args.producer_procs,
         consumer_procs=args.consumer_procs,
         drain_timeout=args.drain_timeout,
+        drain_max=args.drain_max,
+        time_limit=args.time_limit,
+        generator=args.generator,
         max_priority=args.max_priority,
         message_ttl=args.message_ttl,
     )

@@ -9,12 +9,21 @@ on that metric). If nothing answers on the RabbitMQ port, a node is started ther
 (installed with apt-get first only with --install-rabbitmq). Each measurement is a separate
 `python -m bench ... --json` process; the exact commands are printed so any row can be
 re-run by hand.
+
+`--generator node` drives workloads 1-4 with one Node.js amqplib process instead of the
+Python workers (one producer and one consumer connection, as the LavinMQ comparison was
+first made; workloads 2 and 3 then use its settings: single acks, prefetch 100, 16 B,
+confirm window 2000). Each throughput row also reports the broker's CPU time
+per received message (user+system from /proc/PID/stat over the run), the figure that
+survives a shared machine; `--rounds N` measures every broker N times, alternating, and
+reports medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -29,6 +38,7 @@ from .brokers import (
     lavinmq_command,
     rabbitmq_command,
 )
+from .procinfo import cpu_seconds, pid_listening_on
 
 PURE_ENV = {"AMQPD_PURE_PYTHON": "1"}
 
@@ -43,6 +53,7 @@ class Workload:
     title: str
     args: tuple[str, ...]
     timed: bool = True  # takes -z
+    node_args: tuple[str, ...] = ()  # with --generator node, the LavinMQ comparison's settings
 
 
 WORKLOADS = {
@@ -51,6 +62,8 @@ WORKLOADS = {
         2,
         "manual acks (multi 100, prefetch 200), 16 B",
         ("run", "-x1", "-y1", "-s16", "--multi-ack-every", "100", "-q", "200"),
+        # The LavinMQ comparison's row (LavinMQ 1.0.1 stalls on multiple acks).
+        node_args=("run", "-x1", "-y1", "-s16", "-q", "100"),
     ),
     3: Workload(
         3,
@@ -69,6 +82,7 @@ WORKLOADS = {
             "-q",
             "200",
         ),
+        node_args=("run", "-x1", "-y1", "-s16", "-f", "persistent", "-c", "2000", "-q", "100"),
     ),
     4: Workload(
         4,
@@ -101,8 +115,10 @@ def _bench(args: list[str], show: bool) -> dict[str, Any]:
         return {"errors": [f"bench exited {done.returncode}: {done.stderr.strip()[-500:]}"]}
 
 
-def _command_for(w: Workload, uri: str, duration: float) -> list[str]:
+def _command_for(w: Workload, uri: str, duration: float, generator: str = "python") -> list[str]:
     args = list(w.args)
+    if generator != "python" and w.number in (1, 2, 3, 4):
+        args = [*(w.node_args or w.args), "--generator", generator]
     if w.number == 5:
         args += ["-z", str(max(duration, 10.0))]
     elif w.timed:
@@ -117,6 +133,7 @@ def _rows(w: Workload, result: dict[str, Any]) -> list[tuple[str, float | None, 
     if w.number in (1, 2, 3, 4):
         rows = [
             ("received msg/s", result.get("receive_rate"), True),
+            ("broker CPU us/msg", result.get("cpu_us_per_msg"), False),
             ("latency p99 ms", (result.get("latency_ms") or {}).get("p99"), False),
         ]
         if w.number == 3:
@@ -171,6 +188,8 @@ def workload_list() -> str:
         duration = " -z SECONDS" if w.timed else ""
         lines.append(f"  {w.number}  {w.title}")
         lines.append(f"     bench {' '.join(w.args)}{duration}")
+        if w.node_args:
+            lines.append(f"     --generator node: bench {' '.join(w.node_args)}{duration}")
     return "\n".join(lines)
 
 
@@ -228,6 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lavinmq-arg", action="append", default=[], help="extra argument for LavinMQ"
     )
+    parser.add_argument(
+        "--generator",
+        choices=("python", "node"),
+        default="python",
+        help="load generator of workloads 1-4 (node: one amqplib process)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure each broker this many times, alternating, and report medians",
+    )
     parser.add_argument("--json", action="store_true", help="also dump all results as JSON")
     args = parser.parse_args(argv)
     chosen = [WORKLOADS[int(n)] for n in args.workloads.split(",") if n.strip()]
@@ -244,9 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     raw: dict[str, Any] = {}
     for w in chosen:
         print(f"workload {w.number}: {w.title}", flush=True)
-        results = {who: _measure(who, w, args, rabbit_uri) for who in [*ours, *peers]}
-        raw[str(w.number)] = results
-        rows = {who: _rows(w, result) for who, result in results.items()}
+        rounds: dict[str, list[dict[str, Any]]] = {who: [] for who in [*ours, *peers]}
+        for _ in range(max(1, args.rounds)):
+            for who in rounds:
+                rounds[who].append(_measure(who, w, args, rabbit_uri))
+        raw[str(w.number)] = rounds
+        per_round = {who: [_rows(w, r) for r in runs] for who, runs in rounds.items()}
+        rows = {who: _median_rows(runs) for who, runs in per_round.items()}
         for i, (metric, _, better) in enumerate(rows["amqpd"]):
             values = {who: rows[who][i][1] for who in rows}
             known = [v for who in peers if (v := values[who]) is not None]
@@ -256,7 +291,10 @@ def main(argv: list[str] | None = None) -> int:
             goal = ">=1 better" if better else "<=1 better"
             cells = [_fmt(values[who]) for who in [*ours, *peers]]
             table.append((str(w.number), metric, *cells, *ratios, goal))
-        for who, result in results.items():
+        for who, runs in rounds.items():
+            result = {"errors": [e for r in runs for e in r.get("errors") or []]}
+            result["lost"] = sum(r.get("lost") or 0 for r in runs)
+            result["duplicated"] = sum(r.get("duplicated") or 0 for r in runs)
             if _problems(result):
                 blank = [""] * (len(ours) * 2 + len(peers))
                 table.append((str(w.number), f"  {who} problems", _problems(result), *blank))
@@ -272,13 +310,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _median_rows(
+    runs: list[list[tuple[str, float | None, bool]]],
+) -> list[tuple[str, float | None, bool]]:
+    """Each metric's median over the rounds (rounds without a value left out)."""
+    merged = []
+    for i, (metric, _, better) in enumerate(runs[0]):
+        known = [v for run in runs if (v := run[i][1]) is not None]
+        merged.append((metric, statistics.median(known) if known else None, better))
+    return merged
+
+
+def _bench_with_cpu(args: list[str], pid: int | None) -> dict[str, Any]:
+    """`_bench`, plus the broker's CPU time per received message when its pid is known."""
+    before = cpu_seconds(pid)
+    result = _bench(args, True)
+    after = cpu_seconds(pid)
+    received = result.get("received") or 0
+    if before is not None and after is not None and received:
+        result["cpu_us_per_msg"] = round((after - before) / received * 1e6, 2)
+    return result
+
+
 def _measure(who: str, w: Workload, args: argparse.Namespace, rabbit_uri: str) -> dict[str, Any]:
     """One broker's result for one workload (a fresh broker where we start one)."""
     env = PURE_ENV if who == "amqpd pure" else {}
     if w.number == 7:
         return _bench(["startup", *_startup_command(who, args, env)], True)
     if who == "RabbitMQ":
-        return _bench(_command_for(w, rabbit_uri, args.duration), True)
+        pid = pid_listening_on(args.rabbit_port)
+        return _bench_with_cpu(_command_for(w, rabbit_uri, args.duration, args.generator), pid)
     broker: AmqpdProcess | LavinMQProcess
     if who == "LavinMQ":
         broker = LavinMQProcess(args.lavinmq_bin, *args.lavinmq_arg)
@@ -289,7 +350,8 @@ def _measure(who: str, w: Workload, args: argparse.Namespace, rabbit_uri: str) -
     except RuntimeError as error:
         return {"errors": [str(error)]}
     try:
-        return _bench(_command_for(w, broker.uri, args.duration), True)
+        command = _command_for(w, broker.uri, args.duration, args.generator)
+        return _bench_with_cpu(command, broker.pid)
     finally:
         broker.stop()
 

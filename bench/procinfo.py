@@ -1,9 +1,10 @@
-"""Find the process listening on a TCP port and read its resident set size (Linux /proc).
+"""Find the process listening on a TCP port; read its resident set size and CPU time (/proc).
 
 `pid_listening_on(port)` scans /proc/net/tcp{,6} for a LISTEN socket on the port and then
 /proc/*/fd for the process holding that socket inode (needs permission to read other
 processes' fds -- root, or the same user). `rss_kib(pid)` reads VmRSS from
-/proc/PID/status. Both return None when the information is not available.
+/proc/PID/status, `cpu_seconds(pid)` user+system time from /proc/PID/stat. All return
+None when the information is not available.
 """
 
 from __future__ import annotations
@@ -67,3 +68,19 @@ def rss_mib(pid: int | None) -> float | None:
         return None
     kib = rss_kib(pid)
     return None if kib is None else round(kib / 1024, 1)
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds the process has used so far (/proc/PID/stat), or None."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    try:
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    except (IndexError, ValueError):
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")

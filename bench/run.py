@@ -10,6 +10,7 @@ the summary dict (`format_summary` renders it for humans).
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import secrets
 import sys
@@ -27,6 +28,7 @@ from .wire import PRODUCER_SHIFT
 from .workers import consumer_process, producer_process, run_loop
 
 POINTS = (50, 95, 99)
+TOPOLOGY_TIMEOUT = 30.0  # seconds for declaring or deleting the run's queues
 
 
 class BenchError(Exception):
@@ -34,6 +36,10 @@ class BenchError(Exception):
 
 
 async def _topology(cfg: RunConfig, create: bool) -> None:
+    await asyncio.wait_for(_declare_or_delete(cfg, create), TOPOLOGY_TIMEOUT)
+
+
+async def _declare_or_delete(cfg: RunConfig, create: bool) -> None:
     client = await connect(cfg.uri)
     try:
         if create:
@@ -101,6 +107,7 @@ class Runner:
         self._printed: dict[str, int] = {"sent": 0, "confirmed": 0, "received": 0}
         self.errors: list[str] = []
         self.start_ns = 0
+        self.deadline = time.monotonic() + cfg.limit
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -206,6 +213,9 @@ class Runner:
         """Pump messages (printing each second) until done() or an error."""
         while not done() and not self.errors:
             now = time.monotonic()
+            if now > self.deadline:
+                self.errors.append(f"time limit of {self.cfg.limit:g} s reached")
+                return
             if now >= next_print[0]:
                 self._print_line(next_print[0] - self.start_ns / 1e9 - 0.1)
                 next_print[0] += 1.0
@@ -274,6 +284,7 @@ class Runner:
 
     def _drain(self, consumers: list[_Worker], expected: int, next_print: list[float]) -> None:
         last_total, last_change = -1, time.monotonic()
+        cap = time.monotonic() + self.cfg.drain_max
         while not self.errors:
             for worker in consumers:
                 worker.count = None
@@ -289,6 +300,9 @@ class Runner:
             if total != last_total:
                 last_total, last_change = total, time.monotonic()
             elif time.monotonic() - last_change > self.cfg.drain_timeout:
+                return
+            if time.monotonic() > cap:
+                self.errors.append(f"drain cap of {self.cfg.drain_max:g} s reached")
                 return
             self._pump(0.05)
 
@@ -392,6 +406,10 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def run_benchmark(cfg: RunConfig, out: TextIO | None = sys.stdout) -> dict[str, Any]:
     """Run once and return the summary dict (progress lines go to `out`)."""
+    if cfg.generator == "node":
+        from .nodegen import run_node
+
+        return run_node(cfg)
     return Runner(cfg, out).run()
 
 

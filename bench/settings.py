@@ -31,7 +31,10 @@ class RunConfig:
     queue: str = ""  # queue name (prefix in fan-out mode); "" = a unique name per run
     producer_procs: int = 1
     consumer_procs: int = 1
-    drain_timeout: float = 10.0
+    drain_timeout: float = 10.0  # give up draining after this many s without progress
+    drain_max: float = 60.0  # give up draining after this many s in all
+    time_limit: float = 0.0  # end the whole run after this many s; 0 = derived (see limit)
+    generator: str = "python"  # "python" (bench/workers.py) or "node" (bench/node, amqplib)
     max_priority: int = 0  # > 0: priority queues (x-max-priority); batches cycle 0..N-1
     message_ttl: int = -1  # >= 0: queues with this x-message-ttl (ms)
     run_id: str = field(default="")
@@ -71,6 +74,14 @@ class RunConfig:
         """Deliveries per basic.ack in manual-ack mode (>= 1)."""
         return max(1, self.multi_ack_every)
 
+    @property
+    def limit(self) -> float:
+        """Seconds after which the whole run is abandoned (setup, publishing, drain, cleanup)."""
+        if self.time_limit > 0:
+            return self.time_limit
+        publishing = self.duration if self.count <= 0 else 600.0
+        return publishing + self.drain_max + 60.0
+
     def validate(self) -> None:
         """Raise ValueError for combinations that cannot run."""
         if self.size < 16:
@@ -89,3 +100,14 @@ class RunConfig:
             raise ValueError("--max-priority must be between 0 and 255")
         if self.producers >= 1 << 15:
             raise ValueError("too many producers")
+        if self.generator not in ("python", "node"):
+            raise ValueError("--generator is python or node")
+        if self.generator == "node":
+            plain = self.producers == 1 and self.consumers == self.queue_count
+            extras = self.count or self.mandatory or self.max_priority or self.message_ttl >= 0
+            if not plain or extras:
+                raise ValueError(
+                    "--generator node runs one producer and one consumer per queue "
+                    "(-x1, -y1 or -y N with --fanout N), timed (-z), without "
+                    "-C/mandatory/--max-priority/--message-ttl"
+                )

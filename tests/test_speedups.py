@@ -54,9 +54,7 @@ frame = st.tuples(
 
 @st.composite
 def frame_stream(draw):
-    stream = b"".join(
-        encode_frame(t, ch, payload) for t, ch, payload in draw(st.lists(frame))
-    )
+    stream = b"".join(encode_frame(t, ch, payload) for t, ch, payload in draw(st.lists(frame)))
     if stream and draw(st.booleans()):  # damage one byte: bad end marker, odd sizes
         at = draw(st.integers(0, len(stream) - 1))
         stream = stream[:at] + bytes([draw(st.integers(0, 255))]) + stream[at + 1 :]
@@ -96,6 +94,91 @@ def test_frame_reader_limits_are_settable_and_byte_at_a_time_works():
     assert got == [(3, 1, b"x" * 5000)] and reader.buffered == 0
 
 
+# --------------------------------------------------------------------- merged publishes
+
+PUBLISH = b"\x00\x3c\x00\x28"
+
+
+@st.composite
+def publish_frames(draw):
+    """Frame lists rich in publishes: whole ones, and ones with a wrong channel, type,
+    short header, announced size or missing body, among other frames."""
+    out = []
+    for _ in range(draw(st.integers(0, 8))):
+        channel = draw(st.sampled_from([1, 2]))
+        body = draw(st.binary(max_size=20))
+        size = len(body) + draw(st.sampled_from([0, 0, 0, 1, -1]))
+        header = b"\x00\x3c\x00\x00" + struct.pack(">Q", max(0, size)) + b"\x00\x00"
+        if draw(st.integers(0, 9)) == 0:
+            header = header[: draw(st.integers(0, 13))]
+        run = [
+            (1, channel, PUBLISH + draw(st.binary(max_size=6))),
+            (2, draw(st.sampled_from([channel] * 4 + [3])), header),
+            (draw(st.sampled_from([3, 3, 3, 1])), draw(st.sampled_from([channel] * 4 + [3])), body),
+        ]
+        run = run[: draw(st.sampled_from([3, 3, 3, 2, 1]))]
+        out += run
+        if draw(st.booleans()):
+            out.append(draw(frame))
+    return out
+
+
+@SETTINGS
+@given(publish_frames())
+def test_merge_publishes_same_items(frame_list):
+    expected = frames.pure_merge_publishes(list(frame_list))
+    assert speedups.merge_publishes(frames.FRAME_PUBLISH, list(frame_list)) == expected
+    # Expanding the merged items gives the input back.
+    flat = []
+    for item in expected:
+        if item[0] == frames.FRAME_PUBLISH:
+            method, header, body = item[2]
+            flat += [(1, item[1], method), (2, item[1], header)]
+            flat += [(3, item[1], body)] if struct.unpack_from(">Q", header, 4)[0] else []
+        else:
+            flat.append(item)
+    assert flat == frame_list
+
+
+def test_merge_publishes_merges_whole_publishes_only():
+    header = b"\x00\x3c\x00\x00" + struct.pack(">Q", 2) + b"\x00\x00"
+    empty = b"\x00\x3c\x00\x00" + struct.pack(">Q", 0) + b"\x00\x00"
+    whole = [(1, 1, PUBLISH + b"x"), (2, 1, header), (3, 1, b"hi")]
+    for merge in (frames.pure_merge_publishes, frames.merge_publishes):
+        assert merge(whole + [(8, 0, b"")]) == [
+            (frames.FRAME_PUBLISH, 1, (PUBLISH + b"x", header, b"hi")),
+            (8, 0, b""),
+        ]
+        assert merge([(1, 1, PUBLISH), (2, 1, empty)]) == [
+            (frames.FRAME_PUBLISH, 1, (PUBLISH, empty, b""))
+        ]
+        split = [(1, 1, PUBLISH), (2, 1, header), (3, 1, b"h")]  # rest of the body to come
+        assert merge(split) is split
+        assert merge(whole[:2]) == whole[:2]
+
+
+@SETTINGS
+@given(
+    st.binary(max_size=40),
+    st.one_of(st.integers(-2, 2**64 + 2), st.just(2**64 - 1), st.booleans()),
+    st.one_of(st.booleans(), st.integers(0, 2)),
+    st.binary(max_size=40),
+    st.one_of(st.binary(max_size=60), st.just(bytearray(b"xy"))),
+)
+def test_join_delivery_same_bytes_and_errors(prefix, tag, redelivered, suffix, content):
+    expected = outcome(methods.pure_join_delivery, prefix, tag, redelivered, suffix, content)
+    compiled = outcome(
+        speedups.join_delivery,
+        methods.pure_join_delivery,
+        prefix,
+        tag,
+        redelivered,
+        suffix,
+        content,
+    )
+    assert compiled == expected
+
+
 # ----------------------------------------------------------------------------- methods
 
 compiled_decode = speedups.MethodDecoder(methods.pure_decode_method, methods.MethodSyntaxError)
@@ -115,9 +198,7 @@ def decode_outcome(function, payload):
 
 @SETTINGS
 @given(
-    st.one_of(
-        st.binary(max_size=40), st.builds(bytes.__add__, hot_prefix, st.binary(max_size=40))
-    )
+    st.one_of(st.binary(max_size=40), st.builds(bytes.__add__, hot_prefix, st.binary(max_size=40)))
 )
 def test_decode_method_same_on_any_bytes(payload):
     assert decode_outcome(compiled_decode, payload) == decode_outcome(
@@ -169,6 +250,7 @@ def test_decode_method_cold_methods_fall_through():
 
 
 # ---------------------------------------------------------------------- content headers
+
 
 def compiled_peek(payload):
     return speedups.peek_header(content.HeaderInfo, content.ContentHeaderError, payload)

@@ -8,6 +8,11 @@ send (the close is always 501 FRAME_ERROR), quoting at most 16 octets; nothing a
 frame_max is ever buffered. The protocol header that precedes the first frame is checked by
 the connection's handshake.
 
+`merge_publishes(frames)` turns each complete publish in a feed's output (basic.publish,
+its content header and its one body frame on one channel) into one item
+`(FRAME_PUBLISH, channel, (method, header, body))`, so the connection handles a small
+message in one step; everything else passes unchanged.
+
 `FrameReader` is the compiled splitter (amqpd._speedups) when it is available and not
 disabled by AMQPD_PURE_PYTHON=1, else `PureFrameReader`; both share `_frame_error`, so the
 limits and the error texts are the same (see amqpd/accel.py).
@@ -16,6 +21,8 @@ limits and the error texts are the same (see amqpd/accel.py).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from amqpd.accel import speedups
@@ -25,6 +32,7 @@ FRAME_METHOD = 1
 FRAME_HEADER = 2
 FRAME_BODY = 3
 FRAME_HEARTBEAT = 8
+FRAME_PUBLISH = 256  # not a wire type: a publish's three frames merged (merge_publishes)
 FRAME_END = 0xCE
 FRAME_END_BYTE = b"\xce"
 FRAME_OVERHEAD = 8  # 7-byte header + frame-end octet
@@ -122,6 +130,49 @@ class PureFrameReader:
         return self._have if self._chunks else 0
 
 
+_PUBLISH_METHOD = b"\x00\x3c\x00\x28"  # class 60 (basic), method 40 (publish)
+_body_size = struct.Struct(">Q")
+
+
+def pure_merge_publishes(frames: list[tuple[int, int, Any]]) -> list[tuple[int, int, Any]]:
+    """The pure-Python twin of the compiled `merge_publishes` (the module docstring says what
+    it does); returns `frames` itself when nothing merges."""
+    out: list[tuple[int, int, Any]] | None = None
+    count = len(frames)
+    i = copied = 0
+    while i < count:
+        frame_type, channel, method = frames[i]
+        if frame_type != FRAME_METHOD or i + 1 >= count or method[:4] != _PUBLISH_METHOD:
+            i += 1
+            continue
+        header_type, header_channel, header = frames[i + 1]
+        if header_type != FRAME_HEADER or header_channel != channel or len(header) < 14:
+            i += 1
+            continue
+        (size,) = _body_size.unpack_from(header, 4)
+        body = b""
+        span = 2
+        if size:
+            if i + 2 >= count:
+                i += 1
+                continue
+            body_type, body_channel, body = frames[i + 2]
+            if body_type != FRAME_BODY or body_channel != channel or len(body) != size:
+                i += 1
+                continue
+            span = 3
+        if out is None:
+            out = []
+        out += frames[copied:i]
+        out.append((FRAME_PUBLISH, channel, (method, header, body)))
+        i += span
+        copied = i
+    if out is None:
+        return frames
+    out += frames[copied:]
+    return out
+
+
 _speedups = speedups()
 if _speedups is not None:
     _CompiledReader: Any = _speedups.FrameReader
@@ -137,5 +188,11 @@ if _speedups is not None:
         ) -> FrameError:
             return _frame_error(frame_type, size, limit, payload, end)
 
+    # The compiled twin of `pure_merge_publishes`, called without a Python frame between.
+    merge_publishes: Callable[[list[tuple[int, int, Any]]], list[tuple[int, int, Any]]] = partial(
+        _speedups.merge_publishes, FRAME_PUBLISH
+    )
+
 else:
     FrameReader = PureFrameReader  # type: ignore[misc,assignment]
+    merge_publishes = pure_merge_publishes

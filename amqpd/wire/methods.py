@@ -12,6 +12,8 @@ A payload that cannot be decoded raises `MethodSyntaxError`. With the compiled a
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from pamqp import base, commands, decode, encode
@@ -208,6 +210,21 @@ def deliver_parts(channel: int, consumer_tag: bytes, exchange_rk: bytes) -> tupl
 
 
 pack_tag_bits = _tag_bits.pack
+
+
+def pure_join_delivery(
+    prefix: bytes, tag: int, redelivered: bool, suffix: bytes, content: bytes
+) -> bytes:
+    """A basic.deliver frame (`deliver_parts` around the tag and redelivered bit) followed
+    by the delivery's content frames, as one bytes."""
+    return prefix + _tag_bits.pack(tag, redelivered) + suffix + content
+
+
+join_delivery: Callable[[bytes, int, bool, bytes, bytes], bytes] = (
+    pure_join_delivery
+    if _speedups is None
+    else partial(_speedups.join_delivery, pure_join_delivery)
+)
 
 
 def encode_get_ok(

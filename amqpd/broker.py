@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from amqpd import policy_file
 from amqpd.accounts import Accounts, AccountsError, accounts_path
 from amqpd.config import Config
+from amqpd.core.policy import Policy
 from amqpd.core.vhost import VHost
 from amqpd.login_guard import LoginGuard
 from amqpd.memory import (
@@ -104,16 +106,19 @@ class Broker:
         return on
 
     def open_vhosts(self) -> None:
-        """Create each vhost and restore it from its log (raises StoreFailed)."""
+        """Create each vhost and restore it from its log (raises StoreFailed); the
+        policies are in place first, so recovered queues and exchanges get them."""
         try:
             self.accounts.load()
         except AccountsError as error:
             raise StoreFailed(str(error)) from None
+        policies = policy_file.load(policy_file.policies_path(self.config.data_dir))
         for name in self.accounts.vhosts():
-            self.open_vhost(name)
+            self.open_vhost(name, policies.get(name, []))
 
-    def open_vhost(self, name: str) -> VHost:
-        """Open (create or recover) one vhost's store and state."""
+    def open_vhost(self, name: str, policies: list[tuple[Policy, bool]] | None = None) -> VHost:
+        """Open (create or recover) one vhost's store and state, with its `policies`
+        (policy, is an operator policy) as the policies file has them."""
         self._finish_retiring(name)
         started = time.monotonic()
         store = DurableStore(
@@ -131,7 +136,9 @@ class Broker:
             clock=self.test_clock or LoopClock(self.loop),
             parse_header=peek_header,
         )
+        policy_file.install(vhost.policies, policies or [])
         restore(vhost, recovered)
+        vhost.apply_policies()  # recovered exchanges
         store.on_pending = lambda store=store: self.scheduler.flush_store(store)
         store.on_durable = lambda ticket, vhost=vhost: self.loop.call_soon_threadsafe(
             vhost.durability.advance, ticket

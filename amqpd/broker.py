@@ -136,14 +136,16 @@ class Broker:
             clock=self.test_clock or LoopClock(self.loop),
             parse_header=peek_header,
         )
-        policy_file.install(vhost.policies, policies or [])
-        restore(vhost, recovered)
-        vhost.apply_policies()  # recovered exchanges
+        # Wired before the restore: expiring what ran out while the broker was down
+        # writes records, and they must reach the disk like any other.
         store.on_pending = lambda store=store: self.scheduler.flush_store(store)
         store.on_durable = lambda ticket, vhost=vhost: self.loop.call_soon_threadsafe(
             vhost.durability.advance, ticket
         )
         store.on_fatal = lambda error: self.loop.call_soon_threadsafe(self._fail, error)
+        policy_file.install(vhost.policies, policies or [])
+        restore(vhost, recovered)
+        vhost.apply_policies()  # recovered exchanges
         self.vhosts[name] = vhost
         self.spills[name] = SpillLog(self._spill_dir(name))
         self.recovery_seconds[name] = time.monotonic() - started
@@ -191,6 +193,9 @@ class Broker:
         if vhost is None:
             return False
         self.accounts.delete_vhost(name)
+        # Its policies go with it, as in RabbitMQ.
+        policies = {other: kept.policies for other, kept in self.vhosts.items()}
+        policy_file.save(policy_file.policies_path(self.config.data_dir), policies)
         text = f"CONNECTION_FORCED - vhost '{name}' is deleted"
         for connection in list(self.connections):
             if connection.vhost is vhost:

@@ -117,7 +117,10 @@ def validate(body: dict[str, Any], operator: bool = False) -> dict[str, Any]:
         raise PolicyError(f"Validation failed\n\n{priority!r} is not a valid priority\n")
     apply_to = body.get("apply-to", "all")
     if apply_to not in APPLY_TO:
-        raise PolicyError(f"Validation failed\n\n{apply_to!r} is not a valid apply-to value\n")
+        raise PolicyError(
+            f"Validation failed\n\napply-to '{apply_to}' unrecognised; should be one of: "
+            "'queues', 'classic_queues',  'quorum_queues', 'streams', 'exchanges', or 'all'\n"
+        )
     return {
         "pattern": pattern,
         "definition": definition,

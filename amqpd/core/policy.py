@@ -36,20 +36,21 @@ class Policy:
     definition: Mapping[str, Any]
     priority: int = 0
     apply_to: str = "all"
-    regex: re.Pattern[str] = field(compare=False, repr=False, default=re.compile(""))
+    regex: re.Pattern[str] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "regex", re.compile(self.pattern))
 
     @classmethod
     def from_json(cls, name: str, item: Mapping[str, Any]) -> Policy:
         """From the JSON shape the API and definitions use (`pattern`, `definition`,
         `priority`, `apply-to`)."""
-        pattern = item["pattern"]
         return cls(
             name,
-            pattern,
+            item["pattern"],
             dict(item["definition"]),
             int(item.get("priority", 0)),
             item.get("apply-to", "all"),
-            re.compile(pattern),
         )
 
     def as_json(self, vhost: str) -> dict[str, Any]:

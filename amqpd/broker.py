@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from amqpd import policy_file
 from amqpd.accounts import Accounts, AccountsError, accounts_path
 from amqpd.config import Config
+from amqpd.core.policy import Policy
 from amqpd.core.vhost import VHost
 from amqpd.login_guard import LoginGuard
 from amqpd.memory import (
@@ -104,16 +106,19 @@ class Broker:
         return on
 
     def open_vhosts(self) -> None:
-        """Create each vhost and restore it from its log (raises StoreFailed)."""
+        """Create each vhost and restore it from its log (raises StoreFailed); the
+        policies are in place first, so recovered queues and exchanges get them."""
         try:
             self.accounts.load()
         except AccountsError as error:
             raise StoreFailed(str(error)) from None
+        policies = policy_file.load(policy_file.policies_path(self.config.data_dir))
         for name in self.accounts.vhosts():
-            self.open_vhost(name)
+            self.open_vhost(name, policies.get(name, []))
 
-    def open_vhost(self, name: str) -> VHost:
-        """Open (create or recover) one vhost's store and state."""
+    def open_vhost(self, name: str, policies: list[tuple[Policy, bool]] | None = None) -> VHost:
+        """Open (create or recover) one vhost's store and state, with its `policies`
+        (policy, is an operator policy) as the policies file has them."""
         self._finish_retiring(name)
         started = time.monotonic()
         store = DurableStore(
@@ -131,12 +136,16 @@ class Broker:
             clock=self.test_clock or LoopClock(self.loop),
             parse_header=peek_header,
         )
-        restore(vhost, recovered, head=self.config.paging_head)
+        # Wired before the restore: expiring what ran out while the broker was down
+        # writes records, and they must reach the disk like any other.
         store.on_pending = lambda store=store: self.scheduler.flush_store(store)
         store.on_durable = lambda ticket, vhost=vhost: self.loop.call_soon_threadsafe(
             vhost.durability.advance, ticket
         )
         store.on_fatal = lambda error: self.loop.call_soon_threadsafe(self._fail, error)
+        policy_file.install(vhost.policies, policies or [])
+        restore(vhost, recovered, head=self.config.paging_head)
+        vhost.apply_policies()  # recovered exchanges
         self.vhosts[name] = vhost
         self.spills[name] = SpillLog(self._spill_dir(name))
         self.recovery_seconds[name] = time.monotonic() - started
@@ -184,6 +193,9 @@ class Broker:
         if vhost is None:
             return False
         self.accounts.delete_vhost(name)
+        # Its policies go with it, as in RabbitMQ.
+        policies = {other: kept.policies for other, kept in self.vhosts.items()}
+        policy_file.save(policy_file.policies_path(self.config.data_dir), policies)
         text = f"CONNECTION_FORCED - vhost '{name}' is deleted"
         for connection in list(self.connections):
             if connection.vhost is vhost:

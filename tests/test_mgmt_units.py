@@ -10,7 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from amqpd import policy_file
 from amqpd.core.queue import Queue
+from amqpd.core.vhost import VHost
 from amqpd.mgmt.errors import ApiError
 from amqpd.mgmt.listing import render
 from amqpd.mgmt.messages import build_header, payload_json, properties_json
@@ -75,7 +77,8 @@ def test_policy_validation_and_choice(tmp_path) -> None:  # type: ignore[no-unty
         validate({"pattern": ".*", "definition": {"overflow": "explode"}})
     with pytest.raises(PolicyError, match="not a valid regex"):
         validate({"pattern": "(", "definition": {"max-length": 1}})
-    policies = Policies(tmp_path / "policies.json")
+    path = tmp_path / "policies.json"
+    policies = Policies({"/": VHost("/"), "other": VHost("other")}, path)
     policies.put("/", "low", {"pattern": "^q", "definition": {"max-length": 1}})
     policies.put("/", "high", {"pattern": "^q\\.x", "definition": {"max-length": 2}, "priority": 5})
     policies.put(
@@ -92,7 +95,9 @@ def test_policy_validation_and_choice(tmp_path) -> None:  # type: ignore[no-unty
     assert policies.effective("/", "queue", "q.y")["name"] == "low"
     assert policies.effective("/", "exchange", "q.x")["name"] == "ex"
     assert policies.effective("other", "queue", "q.x") is None
-    reloaded = Policies(tmp_path / "policies.json")
+    vhost = VHost("/")
+    policy_file.install(vhost.policies, policy_file.load(path)["/"])
+    reloaded = Policies({"/": vhost}, path)
     assert [p["name"] for p in reloaded.list("/")] == ["ex", "high", "low"]
 
 

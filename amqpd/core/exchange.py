@@ -5,7 +5,8 @@ where a destination is a queue or another exchange, and a type-specific index fo
 a dict for direct, a set for fanout, a word trie for topic, a list for headers.
 `route(message, key)` returns the destinations of one hop for one routing key; following
 exchange-to-exchange bindings, alternate exchanges (`alternate` names one) and breaking
-loops is the vhost's job.
+loops is the vhost's job. A policy can name the alternate exchange (`apply_policy`); the
+`alternate-exchange` argument wins over it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from amqpd.core.headers_match import headers_match
 from amqpd.core.message import Message
+from amqpd.core.policy import Policy, alternate_exchange
 from amqpd.core.topic import TopicTrie
 
 Destination = Any  # a Queue or an Exchange
@@ -51,16 +53,21 @@ class Exchange:
         self.auto_delete = auto_delete
         self.internal = internal
         self.arguments = arguments or {}
-        alternate = self.arguments.get("alternate-exchange")
-        self.alternate: str | None = (
-            alternate.decode(errors="replace") if isinstance(alternate, bytes) else alternate
-        )
+        self.policy: Policy | None = None  # the policy that applies (see `apply_policy`)
+        self.operator_policy: Policy | None = None
+        self.alternate: str | None = alternate_exchange(self.arguments, None)
         self.bindings: dict[BindingKey, dict[str, Any]] = {}
         self.bound_from: set[Exchange] = set()  # sources that may hold bindings to this
         self.exchange_destinations = 0  # bindings whose destination is an exchange
         self.deleted = False
         self.publish_in = 0  # messages published to this exchange (statistics)
         self.publish_out = 0  # ... times they reached a queue, summed over queues
+
+    def apply_policy(self, policy: Policy | None, operator: Policy | None = None) -> None:
+        """Take the policies that now apply; they can set the alternate exchange."""
+        self.policy = policy
+        self.operator_policy = operator
+        self.alternate = alternate_exchange(self.arguments, policy, operator)
 
     def bind(self, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> bool:
         """Add a binding; False if an identical one exists already."""

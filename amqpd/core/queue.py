@@ -27,6 +27,7 @@ from amqpd.core.clock import Clock, ManualClock, Timer
 from amqpd.core.lease import Lease
 from amqpd.core.message import Message
 from amqpd.core.paged import PagedMessages
+from amqpd.core.policy import Policy, QueueSettings, queue_settings
 from amqpd.core.priority import PriorityMessages
 from amqpd.core.quorum import DELIVERY_LIMIT, count_returns, counted_copy
 from amqpd.core.stats import MessageStats, QueueStats
@@ -68,6 +69,7 @@ class Queue:
         clock: Clock | None = None,
         dead_letter: DeadLetter | None = None,
         unused: Callable[[Queue], object] | None = None,
+        settings: QueueSettings | None = None,
     ) -> None:
         self.name = name
         self.vhost = vhost
@@ -97,20 +99,7 @@ class Queue:
         self.clock: Clock = clock or ManualClock()
         self._dead_letter = dead_letter
         self._unused = unused  # called when an x-expires lease runs out
-        self.ttl: int | None = arguments.get("x-message-ttl")
-        self.expires: int | None = arguments.get("x-expires")
-        self.max_length: int | None = arguments.get("x-max-length")
-        self.max_bytes: int | None = arguments.get("x-max-length-bytes")
-        overflow = _text(arguments.get("x-overflow")) or "drop-head"
-        self.rejects = overflow != "drop-head" and (
-            self.max_length is not None or self.max_bytes is not None
-        )
-        self.rejects_to_dlx = overflow == "reject-publish-dlx"
-        self.drops_head = not self.rejects and (
-            self.max_length is not None or self.max_bytes is not None
-        )
-        self.dlx = _text(arguments.get("x-dead-letter-exchange"))
-        self.dlrk = _text(arguments.get("x-dead-letter-routing-key"))
+        self.consumer_priorities: dict[Consumer, int] = {}
         max_priority = arguments.get("x-max-priority")
         if max_priority:
             self.messages = PriorityMessages(max_priority)
@@ -118,26 +107,83 @@ class Queue:
         self.handover = False  # SAC: the active consumer left; the next waits for an event
         kind = arguments.get("x-queue-type")
         self.quorum = kind == "quorum" or kind == b"quorum"
-        limit = arguments.get("x-delivery-limit")
-        self.delivery_limit: int | None = (
-            limit if self.quorum and isinstance(limit, int) and limit >= 0 else None
-        )
-        self.consumer_priorities: dict[Consumer, int] = {}
+        self._fixed_extended = bool(max_priority or self.single_active or self.quorum)
         self.ready_bytes = 0  # body bytes of ready messages, kept when x-max-length-bytes is set
-        self.may_expire = self.ttl is not None  # some ready message may carry a deadline
         self._expiry_timer: Timer | None = None
         self._expiry_at: int | None = None
-        self.lease: Lease | None = (
+        # Settings (arguments combined with policies): see `configure`.
+        self.settings = QueueSettings()
+        self.policy: Policy | None = None  # the policies that apply (set by the vhost)
+        self.operator_policy: Policy | None = None
+        self.ttl: int | None = None
+        self.ttl_epochs: list[tuple[int, int | None]] = []  # see `configure`
+        self.expires: int | None = None
+        self.max_length: int | None = None
+        self.max_bytes: int | None = None
+        self.rejects = self.rejects_to_dlx = self.drops_head = False
+        self.dlx: str | None = None
+        self.dlrk: str | None = None
+        self.delivery_limit: int | None = None
+        self.may_expire = False  # some ready message may carry a deadline
+        self.lease: Lease | None = None
+        self.extended = self._fixed_extended
+        self.configure(settings or queue_settings(arguments, quorum=self.quorum))
+
+    def configure(self, settings: QueueSettings) -> None:
+        """Enforce `settings` (the queue's arguments combined with the policies that apply):
+        at construction, and again whenever a policy change alters them. As in RabbitMQ,
+        a changed message TTL applies to messages enqueued from now on (those already in
+        the queue keep their expiry: `ttl_epochs` remembers the TTL each seq range got), a
+        lower length limit drops (dead-letters) the head at once, and an expiry lease
+        starts over."""
+        old_ttl = self.ttl
+        self.settings = settings
+        if settings.ttl != old_ttl and self._next_seq:
+            epochs = self.ttl_epochs
+            start = epochs[-1][0] if epochs else 0
+            if self._next_seq > start:
+                epochs.append((self._next_seq, old_ttl))
+                if len(epochs) > 16:  # bounded: the oldest range takes the next one's TTL
+                    del epochs[0]
+        self.ttl = settings.ttl
+        self.max_length = settings.max_length
+        had_bytes = self.max_bytes is not None
+        self.max_bytes = settings.max_bytes
+        if self.max_bytes is None:
+            self.ready_bytes = 0
+        elif not had_bytes:
+            self.ready_bytes = sum(entry[1].info.body_size for entry in self.messages)
+        limited = self.max_length is not None or self.max_bytes is not None
+        overflow = settings.overflow
+        self.rejects = limited and overflow != "drop-head"
+        self.rejects_to_dlx = overflow == "reject-publish-dlx"
+        self.drops_head = limited and not self.rejects
+        self.dlx = settings.dlx
+        self.dlrk = settings.dlrk
+        self.delivery_limit = settings.delivery_limit
+        if self.ttl is not None:
+            self.may_expire = True
+        self.extended = bool(
+            self._fixed_extended
+            or self.ttl is not None
+            or limited
+            or self.consumer_priorities
+            or self.ttl_epochs
+        )
+        self.expires = settings.expires
+        if self.lease is not None:
+            self.lease.cancel()
+        self.lease = (
             Lease(self.clock, self.expires, self._lease_over) if self.expires is not None else None
         )
-        self.extended = bool(
-            self.ttl is not None
-            or self.max_length is not None
-            or self.max_bytes is not None
-            or max_priority
-            or self.single_active
-            or self.quorum
-        )
+        if self.deleted:
+            return
+        if self.lease is not None:
+            self.touch()
+        if self.drops_head and self.messages and self._over_limit():
+            self._drop_over_limit()
+        if self.may_expire and self.messages:
+            self.drop_expired()
 
     @property
     def exclusive(self) -> bool:
@@ -244,9 +290,13 @@ class Queue:
             self.max_bytes is not None and self.ready_bytes + size > self.max_bytes
         )
 
-    def deadline(self, message: Message) -> int | None:
-        """When `message` expires in this queue (ms since the epoch), None if never."""
+    def deadline(self, message: Message, seq: int) -> int | None:
+        """When `message` (enqueued as `seq`) expires in this queue (ms since the epoch),
+        None if never."""
         ttl = self.ttl
+        epochs = self.ttl_epochs
+        if epochs and seq < epochs[-1][0]:
+            ttl = ttl_of(epochs, seq)
         own = message.ttl
         if own is not None and (ttl is None or own < ttl):
             ttl = own
@@ -265,8 +315,8 @@ class Queue:
         # Only the head is looked at (for a priority queue: the head of its highest
         # non-empty level), as in RabbitMQ 3.x.
         while messages:
-            message = messages[0][1]
-            due = deadline(message)
+            seq, message, _ = messages[0]
+            due = deadline(message, seq)
             if due is None or due > now:
                 next_due = due
                 break
@@ -345,7 +395,7 @@ class Queue:
             if self.max_bytes is not None:
                 self.ready_bytes -= message.info.body_size
             if self.may_expire:
-                due = self.deadline(message)
+                due = self.deadline(message, entry[0])
                 if due is not None and due <= self.clock.now():
                     self._discard([message], EXPIRED)
                     continue
@@ -383,7 +433,7 @@ class Queue:
         if self.quorum:
             back = self._count_returns(back)
         for seq, message in back:
-            due = self.deadline(message)
+            due = self.deadline(message, seq)
             if due is not None and due <= now:
                 expired.append(message)  # its time ran out while it was out: not redelivered
             else:
@@ -564,6 +614,7 @@ class Queue:
         if self.may_expire and now is None:
             now = self.clock.now()
         queue_ttl = self.ttl
+        epochs = self.ttl_epochs
         consumers = self.consumers
         single = (
             len(consumers) == 1
@@ -578,11 +629,10 @@ class Queue:
             while messages and ready():
                 seq, message, redelivered = popleft()
                 if now is not None:
-                    own = message.ttl
-                    if own is None:
+                    if message.ttl is None and not epochs:
                         due = None if queue_ttl is None else message.arrived + queue_ttl
                     else:
-                        due = self.deadline(message)
+                        due = self.deadline(message, seq)
                     if due is not None and due <= now:
                         self._discard([message], EXPIRED)
                         continue
@@ -600,10 +650,10 @@ class Queue:
             if self.max_bytes is not None:
                 self.ready_bytes -= message.info.body_size
             if now is not None:
-                if message.ttl is None:
+                if message.ttl is None and not epochs:
                     due = None if queue_ttl is None else message.arrived + queue_ttl
                 else:
-                    due = self.deadline(message)
+                    due = self.deadline(message, seq)
                 if due is not None and due <= now:
                     self._discard([message], EXPIRED)
                     continue
@@ -616,7 +666,11 @@ class Queue:
             self.release_publishers()
         # A new head needs its timer; with a queue TTL only (deadlines in queue order) an
         # armed timer is never later than the new head's deadline.
-        if self.may_expire and messages and (self._expiry_timer is None or self.ttl is None):
+        if (
+            self.may_expire
+            and messages
+            and (self._expiry_timer is None or self.ttl is None or epochs)
+        ):
             self.drop_expired(now)
 
     def release_publishers(self) -> None:
@@ -627,8 +681,10 @@ class Queue:
             waiter(self)
 
 
-def _text(value: Any) -> str | None:
-    """A string argument as str (tables may carry it as bytes)."""
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return value
+def ttl_of(epochs: list[tuple[int, int | None]], seq: int) -> int | None:
+    """The queue TTL a message enqueued as `seq` got: that of the first range (by end
+    seq) it falls in (`Queue.configure` records one range per TTL change)."""
+    for end, ttl in epochs:
+        if seq < end:
+            return ttl
+    raise ValueError(seq)  # not reached: callers check seq < the last range's end

@@ -9,6 +9,10 @@ where queues get the time and their expiry timers.
 
 Routing follows exchange-to-exchange bindings, alternate exchanges and the `CC`/`BCC`
 headers (sender-selected distribution); dead-lettered messages are routed here too.
+
+The vhost owns its policies (`policies`, a `PolicyRegistry`): a queue or exchange gets the
+ones that match when it is created (declare and recovery alike), and `set_policy` /
+`clear_policy` re-apply them at once to every queue and exchange whose policy changes.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from amqpd.core.exchange import EXCHANGE_TYPES, Exchange
 from amqpd.core.headers_match import validate_x_match
 from amqpd.core.message import ContentInfo, Message
 from amqpd.core.naming import generated_queue_name
+from amqpd.core.policy import Policy, PolicyRegistry, queue_settings
 from amqpd.core.queue import Queue
 from amqpd.core.reply_to import REPLY_TO, REPLY_TO_PREFIX, ReplyQueues, stand_in
 from amqpd.core.routing import sender_selected, walk
@@ -90,6 +95,7 @@ class VHost:
         self.next_message_id = 1
         self.durability = Durability()  # the store's durable ticket and who waits for it
         self.stats = MessageStats()
+        self.policies = PolicyRegistry()
         self.exchanges[""] = EXCHANGE_TYPES["direct"]("", name, durable=True)
         for exchange_name, type_name in DEFAULT_EXCHANGES:
             self.exchanges[exchange_name] = EXCHANGE_TYPES[type_name](
@@ -185,6 +191,7 @@ class VHost:
             arguments=arguments,
         )
         self.exchanges[name] = exchange
+        self._apply_to_exchange(exchange)
         if durable and self.store is not None:
             self.store.exchange_declared(
                 ExchangeRecord(name, type_name, auto_delete, internal, arguments)
@@ -316,7 +323,11 @@ class VHost:
         auto_delete: bool,
         arguments: dict[str, Any],
     ) -> Queue:
-        """Make and register a queue with no further checks (declare and recovery use it)."""
+        """Make and register a queue with no further checks (declare and recovery use it);
+        the policies that match apply to it from the start."""
+        quorum = is_quorum(arguments)
+        policy = self.policies.match("queue", name, quorum)
+        operator = self.policies.match_operator("queue", name, quorum)
         queue = Queue(
             name,
             self.name,
@@ -328,15 +339,15 @@ class VHost:
             clock=self.clock,
             dead_letter=self.dead_letter,
             unused=self.remove_queue,
+            settings=queue_settings(arguments, policy, operator, quorum),
         )
+        queue.policy, queue.operator_policy = policy, operator
         queue.vhost_stats = self.stats
         self.queues[name] = queue
         if queue.rejects:
             self.rejecting += 1
         if queue.ttl is not None:
             self.ttl_queues += 1
-        if queue.expires is not None:
-            queue.touch()
         self.exchanges[""].bind(queue, name, {})
         if durable and exclusive_owner is None and self.store is not None:
             queue.store = self.store
@@ -498,6 +509,47 @@ class VHost:
         else:
             self.store.binding_removed(record)
 
+    # -- policies -----------------------------------------------------------------------
+
+    def set_policy(self, policy: Policy, *, operator: bool = False) -> bool:
+        """Add or replace a (validated) policy and apply it at once; True if it is new."""
+        created = self.policies.set(policy, operator=operator)
+        self.apply_policies()
+        return created
+
+    def clear_policy(self, name: str, *, operator: bool = False) -> bool:
+        """Remove a policy and re-apply what is left; False if there was none."""
+        if not self.policies.clear(name, operator=operator):
+            return False
+        self.apply_policies()
+        return True
+
+    def apply_policies(self) -> None:
+        """Give every exchange and queue whose policies changed its new ones (recovery
+        calls this once the exchanges are back)."""
+        for exchange in self.exchanges.values():
+            if exchange.name:
+                self._apply_to_exchange(exchange)
+        match, match_operator = self.policies.match, self.policies.match_operator
+        for queue in list(self.queues.values()):
+            policy = match("queue", queue.name, queue.quorum)
+            operator = match_operator("queue", queue.name, queue.quorum)
+            if policy != queue.policy or operator != queue.operator_policy:
+                self._configure(queue, policy, operator)
+
+    def _apply_to_exchange(self, exchange: Exchange) -> None:
+        policy = self.policies.match("exchange", exchange.name)
+        operator = self.policies.match_operator("exchange", exchange.name)
+        if policy != exchange.policy or operator != exchange.operator_policy:
+            exchange.apply_policy(policy, operator)
+
+    def _configure(self, queue: Queue, policy: Policy | None, operator: Policy | None) -> None:
+        rejected, timed = queue.rejects, queue.ttl is not None
+        queue.policy, queue.operator_policy = policy, operator
+        queue.configure(queue_settings(queue.arguments, policy, operator, queue.quorum))
+        self.rejecting += queue.rejects - rejected
+        self.ttl_queues += (queue.ttl is not None) - timed
+
     # -- routing ------------------------------------------------------------------------
 
     def publish(self, exchange: Exchange, message: Message) -> tuple[list[Queue], int]:
@@ -522,20 +574,7 @@ class VHost:
         # `deliver`, inlined: this is the per-message path.
         ticket = 0
         if message.delivery_mode == 2 and self.store is not None:
-            durable = [queue.name for queue in queues if queue.store is not None]
-            if durable:
-                message.store_id = self.next_message_id
-                self.next_message_id += 1
-                ticket = self.store.message_published(
-                    message.store_id,
-                    durable,
-                    message.exchange,
-                    message.routing_key,
-                    self._stored_header(message, queues)
-                    if message.ttl is not None or self.ttl_queues
-                    else message.header,
-                    message.body,
-                )
+            ticket = self._store_message(message, queues)
         for queue in queues:
             queue.enqueue(message)
         return queues, ticket
@@ -544,25 +583,34 @@ class VHost:
         """Store (if persistent and durable) and enqueue a routed message; the store ticket."""
         ticket = 0
         if message.delivery_mode == 2 and self.store is not None:
-            durable = [queue.name for queue in queues if queue.store is not None]
-            if durable:
-                message.store_id = self.next_message_id
-                self.next_message_id += 1
-                ticket = self.store.message_published(
-                    message.store_id,
-                    durable,
-                    message.exchange,
-                    message.routing_key,
-                    self._stored_header(message, queues),
-                    message.body,
-                )
+            ticket = self._store_message(message, queues)
         for queue in queues:
             queue.enqueue(message)
         return ticket
 
+    def _store_message(self, message: Message, queues: list[Queue]) -> int:
+        """Write a persistent message to the store once for the durable queues among
+        `queues`; the store ticket (0 if none of them is durable)."""
+        assert self.store is not None
+        durable = [queue.name for queue in queues if queue.store is not None]
+        if not durable:
+            return 0
+        message.store_id = self.next_message_id
+        self.next_message_id += 1
+        return self.store.message_published(
+            message.store_id,
+            durable,
+            message.exchange,
+            message.routing_key,
+            self._stored_header(message, queues),
+            message.body,
+        )
+
     def _stored_header(self, message: Message, queues: list[Queue]) -> bytes:
         """The header to store: with the arrival time if the message may expire in one
         of its durable queues, so that its deadline survives a restart."""
+        if not self.ttl_queues and message.ttl is None:
+            return message.header
         if message.ttl is None and not any(
             queue.ttl is not None for queue in queues if queue.store is not None
         ):

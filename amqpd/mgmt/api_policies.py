@@ -1,7 +1,9 @@
-"""`/api/policies[/vhost[/name]]`: list, show, set (PUT) and clear (DELETE) policies.
+"""`/api/policies[/vhost[/name]]` and `/api/operator-policies[/vhost[/name]]`: list, show,
+set (PUT) and clear (DELETE) policies; the vhost applies a change at once.
 
-Reading needs the vhost; changing needs the `policymaker` or `administrator` tag, as in
-RabbitMQ. Invalid definitions answer 400 with RabbitMQ's "Validation failed" text.
+Reading needs the vhost; changing a policy needs the `policymaker` or `administrator` tag,
+an operator policy `administrator`, as in RabbitMQ. Invalid definitions answer 400 with
+RabbitMQ's "Validation failed" text.
 """
 
 from __future__ import annotations
@@ -21,43 +23,54 @@ def _require_policymaker(call: Call) -> None:
         raise not_authorised("Not policymaker user")
 
 
-def list_policies(call: Call) -> Any:
-    names = {vhost.name for vhost in call.vhosts()}
-    found = [p for p in call.mgmt.policies.list() if p["vhost"] in names]
-    return listing.render(found, call.query)
+def _require_admin(call: Call) -> None:
+    if not call.requester.is_admin:
+        raise not_authorised("Not administrator user")
 
 
-def show_policy(call: Call) -> Any:
-    vhost = call.vhost()
-    found = call.mgmt.policies.get(vhost.name, call.params["name"])
-    if found is None:
-        raise not_found()
-    return found
+class PolicyHandlers:
+    """The handlers of one of the two kinds: policies or operator policies."""
 
+    def __init__(self, operator: bool) -> None:
+        self.operator = operator
+        self._may_change = _require_admin if operator else _require_policymaker
 
-def put_policy(call: Call) -> Any:
-    _require_policymaker(call)
-    vhost = call.vhost()
-    try:
-        created = call.mgmt.policies.put(vhost.name, call.params["name"], call.json())
-    except PolicyError as error:
-        raise bad_request(str(error)) from None
-    return CREATED if created else NO_CONTENT
+    def list(self, call: Call) -> Any:
+        names = {vhost.name for vhost in call.vhosts()}
+        listed = call.mgmt.policies.list(operator=self.operator)
+        return listing.render([p for p in listed if p["vhost"] in names], call.query)
 
+    def show(self, call: Call) -> Any:
+        vhost = call.vhost()
+        found = call.mgmt.policies.get(vhost.name, call.params["name"], operator=self.operator)
+        if found is None:
+            raise not_found()
+        return found
 
-def delete_policy(call: Call) -> Any:
-    _require_policymaker(call)
-    vhost = call.vhost()
-    if not call.mgmt.policies.delete(vhost.name, call.params["name"]):
-        raise not_found()
-    return NO_CONTENT
+    def put(self, call: Call) -> Any:
+        self._may_change(call)
+        vhost = call.vhost()
+        try:
+            created = call.mgmt.policies.put(
+                vhost.name, call.params["name"], call.json(), operator=self.operator
+            )
+        except PolicyError as error:
+            raise bad_request(str(error)) from None
+        return CREATED if created else NO_CONTENT
+
+    def delete(self, call: Call) -> Any:
+        self._may_change(call)
+        vhost = call.vhost()
+        if not call.mgmt.policies.delete(vhost.name, call.params["name"], operator=self.operator):
+            raise not_found()
+        return NO_CONTENT
 
 
 def register(router: Router) -> None:
-    router.add("GET", "/api/policies", list_policies)
-    router.add("GET", "/api/policies/{vhost}", list_policies)
-    router.add("GET", "/api/policies/{vhost}/{name}", show_policy)
-    router.add("PUT", "/api/policies/{vhost}/{name}", put_policy)
-    router.add("DELETE", "/api/policies/{vhost}/{name}", delete_policy)
-    router.add("GET", "/api/operator-policies", lambda call: [])
-    router.add("GET", "/api/operator-policies/{vhost}", lambda call: [])
+    for base, operator in (("/api/policies", False), ("/api/operator-policies", True)):
+        handlers = PolicyHandlers(operator)
+        router.add("GET", base, handlers.list)
+        router.add("GET", base + "/{vhost}", handlers.list)
+        router.add("GET", base + "/{vhost}/{name}", handlers.show)
+        router.add("PUT", base + "/{vhost}/{name}", handlers.put)
+        router.add("DELETE", base + "/{vhost}/{name}", handlers.delete)

@@ -33,7 +33,7 @@ class Mgmt:
         self.rates = Rates()
         self.node = inspect.node_name()
         self.started = time.time()
-        self.policies = Policies(policies_path(broker.config.data_dir))
+        self.policies = Policies(broker.vhosts, policies_path(broker.config.data_dir))
         self.listeners: list[dict[str, Any]] = []  # as /api/overview shows them
         self.queue_text = QueueText(self.node)  # each queue's JSON, its static part kept
         self.queue_order = SortedNames()  # each vhost's queue names, sorted

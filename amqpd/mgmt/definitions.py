@@ -109,7 +109,7 @@ def export(
     """The broker's definitions; for one vhost, without users and vhost fields as RabbitMQ."""
     config = broker.config
     if policies is None:
-        policies = Policies(policies_path(config.data_dir))
+        policies = Policies(broker.vhosts, policies_path(config.data_dir))
     if vhost_name is not None:
         vhost = broker.vhosts[vhost_name]
         shown = _header()
@@ -208,7 +208,7 @@ def import_definitions(
     counts of each. With `vhost_name`, items without a vhost belong to it (RabbitMQ's
     per-vhost format)."""
     if policies is None:
-        policies = Policies(policies_path(broker.config.data_dir))
+        policies = Policies(broker.vhosts, policies_path(broker.config.data_dir))
     if not isinstance(data, dict):
         raise DefinitionsError("definitions must be a JSON object")
     _note_skipped(data)

@@ -1,21 +1,28 @@
-"""Policies as RabbitMQ has them: named, per vhost, matched by name pattern and `apply-to`.
+"""Policies over the management API: validation with RabbitMQ's rules and texts, and the
+facade that sets them on the vhosts and keeps the file.
 
-`Policies(path)` keeps them in one JSON file in the data directory (written atomically);
-`put` validates a definition's keys and values with RabbitMQ's rules and texts, and
-`effective(vhost, kind, name)` is the policy that applies to a queue or exchange: the
-matching one with the highest priority. amqpd shows which policy applies (`policy`,
-`effective_policy_definition`); the queue features they configure are enforced only
-where the queue's own x-arguments are (see the README).
+`validate(body)` checks a policy (or, with `operator=True`, an operator policy) as
+RabbitMQ does. `Policies(vhosts, path)` lists, shows, sets and clears policies: each vhost
+owns its policies and applies them at once (core/policy.py, core/vhost.py), and every
+change is written to `path` (policy_file.py). `effective(vhost, kind, name)` is what the
+API shows for a queue or exchange: the policy applied, the operator policy, and the
+definition in effect.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from amqpd import policy_file
+from amqpd.core.policy import OPERATOR_KEYS, Policy, effective_definition
+from amqpd.core.vhost import VHost
+from amqpd.policy_file import policies_path
+
+__all__ = ["KEYS", "Policies", "PolicyError", "policies_path", "validate"]
 
 APPLY_TO = ("all", "queues", "exchanges", "classic_queues", "quorum_queues", "streams")
 
@@ -74,9 +81,10 @@ KEYS: dict[str, Callable[[Any], str | None]] = {
 }
 
 
-def validate(body: dict[str, Any]) -> dict[str, Any]:
+def validate(body: dict[str, Any], operator: bool = False) -> dict[str, Any]:
     """A policy from a PUT body (or a definitions entry): pattern, definition, priority,
-    apply-to. Raises PolicyError with RabbitMQ's 'Validation failed' texts."""
+    apply-to. Raises PolicyError with RabbitMQ's 'Validation failed' texts. Operator
+    policies accept only the keys RabbitMQ lets them set (limits and TTLs)."""
     pattern = body.get("pattern")
     if not isinstance(pattern, str):
         raise PolicyError("Validation failed\n\npattern is required\n")
@@ -93,12 +101,13 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
             definition = None
     if not isinstance(definition, dict) or not definition:
         raise PolicyError("Validation failed\n\ndefinition must be a non-empty object\n")
-    unknown = [key for key in definition if key not in KEYS]
+    allowed = OPERATOR_KEYS if operator else KEYS
+    unknown = [key for key in definition if key not in allowed]
     if unknown:
         listed = ",".join(f'{{"{key}",{json.dumps(definition[key])}}}' for key in unknown)
         raise PolicyError(f"Validation failed\n\n[{listed}] are not recognised policy settings\n")
     for key, value in definition.items():
-        found = KEYS[key](value)
+        found = KEYS.get(key, _non_negative(key.replace("-", " ")))(value)
         if found:
             raise PolicyError(f"Validation failed\n\n{found}\n")
     priority = body.get("priority", 0)
@@ -108,7 +117,10 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
         raise PolicyError(f"Validation failed\n\n{priority!r} is not a valid priority\n")
     apply_to = body.get("apply-to", "all")
     if apply_to not in APPLY_TO:
-        raise PolicyError(f"Validation failed\n\n{apply_to!r} is not a valid apply-to value\n")
+        raise PolicyError(
+            f"Validation failed\n\napply-to '{apply_to}' unrecognised; should be one of: "
+            "'queues', 'classic_queues',  'quorum_queues', 'streams', 'exchanges', or 'all'\n"
+        )
     return {
         "pattern": pattern,
         "definition": definition,
@@ -117,78 +129,61 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _applies(apply_to: str, kind: str) -> bool:
-    if apply_to == "all":
-        return True
-    if kind == "exchange":
-        return apply_to == "exchanges"
-    return apply_to in ("queues", "classic_queues")
-
-
-def policies_path(data_dir: str) -> Path:
-    """Where the policies of a broker with this data directory are kept."""
-    return Path(data_dir) / "policies.json"
-
-
 class Policies:
-    """The policies of every vhost, kept in `path` (JSON) and in memory."""
+    """The policies of every vhost: the vhosts hold and apply them, `path` keeps them."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, vhosts: Mapping[str, VHost], path: Path | None) -> None:
+        self.vhosts = vhosts
         self.path = path
-        self._by_vhost: dict[str, dict[str, dict[str, Any]]] = {}
-        self._compiled: dict[str, re.Pattern[str]] = {}
-        if path is not None and path.exists():
-            for item in json.loads(path.read_text(encoding="utf-8")):
-                self._by_vhost.setdefault(item["vhost"], {})[item["name"]] = item
 
-    def list(self, vhost: str | None = None) -> list[dict[str, Any]]:
-        found = [
-            policy
-            for name, policies in sorted(self._by_vhost.items())
+    def list(self, vhost: str | None = None, operator: bool = False) -> list[dict[str, Any]]:
+        return [
+            policy.as_json(name)
+            for name, found in sorted(self.vhosts.items())
             if vhost is None or name == vhost
-            for _key, policy in sorted(policies.items())
+            for policy in found.policies.listed(operator=operator)
         ]
-        return [dict(policy) for policy in found]
 
-    def get(self, vhost: str, name: str) -> dict[str, Any] | None:
-        found = self._by_vhost.get(vhost, {}).get(name)
-        return dict(found) if found is not None else None
+    def get(self, vhost: str, name: str, operator: bool = False) -> dict[str, Any] | None:
+        found = self.vhosts.get(vhost)
+        policy = found.policies.get(name, operator=operator) if found is not None else None
+        return policy.as_json(vhost) if policy is not None else None
 
-    def put(self, vhost: str, name: str, body: dict[str, Any]) -> bool:
-        """Add or replace a policy; True if it is new."""
-        policy = {"vhost": vhost, "name": name, **validate(body)}
-        policies = self._by_vhost.setdefault(vhost, {})
-        created = name not in policies
-        policies[name] = policy
+    def put(self, vhost: str, name: str, body: dict[str, Any], operator: bool = False) -> bool:
+        """Validate, set and apply a policy, then save; True if it is new. A KeyError if
+        the vhost does not exist."""
+        policy = Policy.from_json(name, validate(body, operator))
+        created = self.vhosts[vhost].set_policy(policy, operator=operator)
         self._save()
         return created
 
-    def delete(self, vhost: str, name: str) -> bool:
-        policies = self._by_vhost.get(vhost, {})
-        if policies.pop(name, None) is None:
+    def delete(self, vhost: str, name: str, operator: bool = False) -> bool:
+        found = self.vhosts.get(vhost)
+        if found is None or not found.clear_policy(name, operator=operator):
             return False
         self._save()
         return True
 
     def effective(self, vhost: str, kind: str, name: str) -> dict[str, Any] | None:
-        """The policy applying to queue or exchange `name`: highest priority among those
-        whose pattern matches and whose apply-to covers `kind` ("queue" or "exchange")."""
-        best: dict[str, Any] | None = None
-        for policy in self._by_vhost.get(vhost, {}).values():
-            if not _applies(policy["apply-to"], kind):
-                continue
-            pattern = self._compiled.get(policy["pattern"])
-            if pattern is None:
-                pattern = self._compiled[policy["pattern"]] = re.compile(policy["pattern"])
-            if pattern.search(name) and (best is None or policy["priority"] > best["priority"]):
-                best = policy
-        return best
+        """What applies to queue or exchange `name` (`kind` "queue" or "exchange"): the
+        policy's name, the operator policy's name and the definition in effect; None if
+        no policy applies."""
+        found = self.vhosts.get(vhost)
+        if found is None:
+            return None
+        target = found.queues.get(name) if kind == "queue" else found.exchanges.get(name)
+        if target is not None:
+            policy, operator = target.policy, target.operator_policy
+        else:
+            policy = found.policies.match(kind, name)
+            operator = found.policies.match_operator(kind, name)
+        if policy is None and operator is None:
+            return None
+        return {
+            "name": policy.name if policy is not None else None,
+            "operator_policy": operator.name if operator is not None else None,
+            "definition": effective_definition(policy, operator),
+        }
 
     def _save(self) -> None:
-        if self.path is None:
-            return
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.list(), indent=1), encoding="utf-8")
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+        policy_file.save(self.path, {name: vhost.policies for name, vhost in self.vhosts.items()})

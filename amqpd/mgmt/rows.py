@@ -117,7 +117,7 @@ def _static_fields(queue: Queue, node: str, policy: dict[str, Any] | None) -> di
         "state": "running",
         "single_active_consumer_tag": None,
         "policy": policy["name"] if policy else None,
-        "operator_policy": None,
+        "operator_policy": policy.get("operator_policy") if policy else None,
         "effective_policy_definition": dict(policy["definition"]) if policy else {},
         "head_message_timestamp": None,
     }
@@ -195,7 +195,8 @@ class QueueText:
             f'"exclusive":{_BOOL[queue.exclusive_owner is not None]},'
             f'"arguments":{_json(to_json(arguments)) if arguments else "{}"},'
             f'"state":"running","single_active_consumer_tag":null,'
-            f'"policy":{_text(policy["name"]) if policy else "null"},"operator_policy":null,'
+            f'"policy":{_json(policy["name"]) if policy else "null"},'
+            f'"operator_policy":{_json(policy.get("operator_policy")) if policy else "null"},'
             f'"effective_policy_definition":'
             f'{_json(dict(policy["definition"])) if policy else "{}"},'
             f'"head_message_timestamp":null,'

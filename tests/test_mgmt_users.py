@@ -237,21 +237,27 @@ def test_vhost_create_and_delete(
         assert problems == []
 
 
+# Long enough that a base64 password hash cannot contain them by chance.
+MAKER_PASSWORD = "maker-password-7f3c"
+APP_PASSWORD = "app-password-changed-91d2"
+
+
 def test_changes_survive_a_restart(tmp_path: Path) -> None:
     proc, api = start_mgmt_broker(tmp_path)
     try:
         api.request("PUT", "/api/vhosts/made", {"description": "kept"})
-        api.request("PUT", "/api/users/maker", {"password": "pw", "tags": "management"})
+        api.request("PUT", "/api/users/maker", {"password": MAKER_PASSWORD, "tags": "management"})
         api.request("PUT", "/api/permissions/made/maker", {**FULL, "read": "^r"})
-        api.request("PUT", "/api/users/app", {"password": "changed", "tags": ""})  # a config user
+        # app is a config user
+        api.request("PUT", "/api/users/app", {"password": APP_PASSWORD, "tags": ""})
         api.request("DELETE", "/api/users/watcher")  # a config user too
-        connection = _connect(proc.port, "maker", "pw", "made")
+        connection = _connect(proc.port, "maker", MAKER_PASSWORD, "made")
         connection.channel().queue_declare("durable-q", durable=True)
         connection.close()
         saved = accounts_path(str(tmp_path / "data"))
         assert saved.stat().st_mode & 0o777 == 0o600
         stored = json.loads(saved.read_text())
-        assert "pw" not in json.dumps(stored) and "changed" not in json.dumps(stored)
+        assert MAKER_PASSWORD not in json.dumps(stored) and APP_PASSWORD not in json.dumps(stored)
         proc.stop()
         proc = BrokerProcess(proc.data_dir, *proc.extra_args).start()
         api = Api(proc.http_port())
@@ -259,10 +265,10 @@ def test_changes_survive_a_restart(tmp_path: Path) -> None:
         assert api.get("/api/permissions/made/maker")["read"] == "^r"
         users = {user["name"] for user in api.get("/api/users")}
         assert "watcher" not in users and {"maker", "app", "guest"} <= users
-        connection = _connect(proc.port, "maker", "pw", "made")
+        connection = _connect(proc.port, "maker", MAKER_PASSWORD, "made")
         connection.channel().queue_declare("durable-q", passive=True)
         connection.close()
-        _connect(proc.port, "app", "changed").close()
+        _connect(proc.port, "app", APP_PASSWORD).close()
         with pytest.raises(pika.exceptions.ProbableAuthenticationError):
             _connect(proc.port, "app", "a")
     finally:

@@ -154,3 +154,32 @@ def test_amqpctl_policies(api: Api) -> None:
     assert bad.returncode == 65 and "not recognised policy settings" in bad.stderr
     assert ctl("clear_policy", name).returncode == 0
     assert ctl("clear_policy", name).returncode == 65
+
+
+def test_amqpctl_operator_policies(api: Api) -> None:
+    """set_/clear_/list_operator_policies, worded as rabbitmqctl words them."""
+    name = f"ctl-op-{uuid.uuid4().hex[:6]}"
+
+    def ctl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [AMQPCTL, "--url", api.base, *args], capture_output=True, text=True, timeout=60
+        )
+
+    result = ctl(
+        "set_operator_policy", name, "^op\\.", '{"max-length": 7}', "--apply-to", "queues"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f'Setting operator policy override "{name}" for pattern "^op\\." to '
+        '"{"max-length": 7}" with priority "0" for vhost "/" ...\n'
+    )
+    assert api.get(f"/api/operator-policies/%2F/{name}")["definition"] == {"max-length": 7}
+    assert api.request("GET", f"/api/policies/%2F/{name}")[0] == 404
+    listed = ctl("list_operator_policies").stdout.splitlines()
+    assert listed[0] == 'Listing operator policy overrides for vhost "/" ...'
+    assert f'/\t{name}\t^op\\.\tqueues\t{{"max-length":7}}\t0' in listed
+    bad = ctl("set_operator_policy", name, ".*", '{"dead-letter-exchange": "x"}')
+    assert bad.returncode == 65 and "not recognised policy settings" in bad.stderr
+    cleared = ctl("clear_operator_policy", name)
+    assert cleared.stdout == f'Clearing operator policy "{name}" on vhost "/" ...\n'
+    assert ctl("clear_operator_policy", name).returncode == 65

@@ -20,6 +20,7 @@ class Listing:
     defaults: tuple[str, ...]
     columns: tuple[str, ...]
     per_vhost: bool = True
+    quoted_vhost: bool = False  # the heading says vhost "/" (policy listings), not vhost /
     mapped: dict[str, Callable[[dict[str, Any]], Any]] = field(default_factory=dict)
 
 
@@ -167,6 +168,14 @@ LISTINGS = {
         "/api/policies/{vhost}",
         ("vhost", "name", "pattern", "apply-to", "definition", "priority"),
         ("vhost", "name", "pattern", "apply-to", "definition", "priority"),
+        quoted_vhost=True,
+    ),
+    "list_operator_policies": Listing(
+        "operator policy overrides",
+        "/api/operator-policies/{vhost}",
+        ("vhost", "name", "pattern", "apply-to", "definition", "priority"),
+        ("vhost", "name", "pattern", "apply-to", "definition", "priority"),
+        quoted_vhost=True,
     ),
     "list_users": Listing(
         "users",

@@ -87,16 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--from", dest="source", metavar="AMQP_URL", help="amqpd's AMQP URL (default: from the API)"
     )
     sub.add_argument("--window", type=int, default=200, help="messages in flight (200)")
-    sub = commands.add_parser("set_policy", help="set a policy (RabbitMQ's arguments)")
-    sub.add_argument("name")
-    sub.add_argument("pattern", help="regex matched against queue/exchange names")
-    sub.add_argument("definition", help="JSON, e.g. '{\"message-ttl\": 60000}'")
-    sub.add_argument("--priority", type=int, default=0)
-    sub.add_argument(
-        "--apply-to", default="all", choices=("all", "queues", "exchanges", "classic_queues")
-    )
-    sub = commands.add_parser("clear_policy", help="remove a policy")
-    sub.add_argument("name")
+    for kind in ("policy", "operator_policy"):
+        what = kind.replace("_", " ")
+        sub = commands.add_parser(f"set_{kind}", help=f"set {what} (RabbitMQ's arguments)")
+        sub.add_argument("name")
+        sub.add_argument("pattern", help="regex matched against queue/exchange names")
+        sub.add_argument("definition", help="JSON, e.g. '{\"message-ttl\": 60000}'")
+        sub.add_argument("--priority", type=int, default=0)
+        sub.add_argument(
+            "--apply-to", default="all", choices=("all", "queues", "exchanges", "classic_queues")
+        )
+        sub = commands.add_parser(f"clear_{kind}", help=f"remove {what}")
+        sub.add_argument("name")
     accounts.add(commands)
     commands.add_parser("status", help="broker status")
     sub = commands.add_parser("await_startup", help="wait until the broker answers")
@@ -120,7 +122,8 @@ def _list(args: argparse.Namespace, client: ApiClient, out: TextIO) -> int:
         )
     path = listing.path.replace("{vhost}", segment(args.vhost))
     if listing.per_vhost:
-        _info(args, out, f"Listing {listing.what} for vhost {args.vhost} ...")
+        shown = f'"{args.vhost}"' if listing.quoted_vhost else args.vhost
+        _info(args, out, f"Listing {listing.what} for vhost {shown} ...")
     else:
         _info(args, out, f"Listing {listing.what} ...")
     items = client.get(path)
@@ -251,32 +254,44 @@ def _run(args: argparse.Namespace, client: ApiClient, out: TextIO) -> int:
         return move.move_messages(
             client, args.vhost, args.queues, source, args.to, max(1, args.window)
         )
-    if command == "set_policy":
-        try:
-            definition = json.loads(args.definition)
-        except ValueError as error:
-            raise CtlError(f"definition is not valid JSON: {error}", EX_USAGE) from None
-        _info(args, out, f'Setting policy "{args.name}" for pattern "{args.pattern}" ...')
-        client.request(
-            "PUT",
-            f"/api/policies/{vhost}/{segment(args.name)}",
-            {
-                "pattern": args.pattern,
-                "definition": definition,
-                "priority": args.priority,
-                "apply-to": args.apply_to,
-            },
-        )
-        return 0
-    if command == "clear_policy":
-        _info(args, out, f'Clearing policy "{args.name}" on vhost "{args.vhost}" ...')
-        client.request("DELETE", f"/api/policies/{vhost}/{segment(args.name)}")
-        return 0
+    if command in ("set_policy", "set_operator_policy", "clear_policy", "clear_operator_policy"):
+        return _policy(args, client, out)
     if command == "status":
         return _status(args, client, out)
     if command == "await_startup":
         return _await_startup(args, client, out)
     raise CtlError(f"unknown command {command}", EX_USAGE)
+
+
+def _policy(args: argparse.Namespace, client: ApiClient, out: TextIO) -> int:
+    """set_/clear_(operator_)policy, with rabbitmqctl's wording of what is being done."""
+    operator = "operator" in args.command
+    path = f"/api/{'operator-policies' if operator else 'policies'}/{segment(args.vhost)}"
+    path += f"/{segment(args.name)}"
+    if args.command.startswith("clear"):
+        what = "operator policy" if operator else "policy"
+        _info(args, out, f'Clearing {what} "{args.name}" on vhost "{args.vhost}" ...')
+        client.request("DELETE", path)
+        return 0
+    try:
+        definition = json.loads(args.definition)
+    except ValueError as error:
+        raise CtlError(f"definition is not valid JSON: {error}", EX_USAGE) from None
+    what = "operator policy override" if operator else "policy"
+    _info(
+        args,
+        out,
+        f'Setting {what} "{args.name}" for pattern "{args.pattern}" to "{args.definition}" '
+        f'with priority "{args.priority}" for vhost "{args.vhost}" ...',
+    )
+    body = {
+        "pattern": args.pattern,
+        "definition": definition,
+        "priority": args.priority,
+        "apply-to": args.apply_to,
+    }
+    client.request("PUT", path, body)
+    return 0
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:

@@ -157,6 +157,7 @@ class Connection:
         # publish calls became_publisher, which blocks the connection if an alarm is on.
         self.publisher = False
         self._unprocessed: list[tuple[int, int, bytes]] = []  # frames left for later turns
+        self._more_scheduled = False  # a _process_more call is pending
         self._out: list[bytes] = []
         self._out_size = 0  # bytes in _out
         self._flush_requested = False
@@ -224,15 +225,22 @@ class Connection:
 
         One read can hold thousands of publishes; handling them all at once would keep
         every other connection (consumers' acks among them) waiting. The rest waits, with
-        reading paused, for the next loop iteration."""
+        reading paused, for the next loop iteration, or, while flow control holds this
+        publisher (`throttle`), until the backlog clears: a read's worth of publishes
+        beyond the threshold would otherwise still reach the queue."""
         if len(frames) > FRAMES_PER_TURN:
             self._unprocessed = frames[FRAMES_PER_TURN:]
             frames = frames[:FRAMES_PER_TURN]
-            self._clock.call_soon(self._process_more)
+            self._schedule_more()
         else:
             self._unprocessed = []
         self._update_reading()
         self._handle_frames(frames)
+
+    def _schedule_more(self) -> None:
+        if not self._more_scheduled:
+            self._more_scheduled = True
+            self._clock.call_soon(self._process_more)
 
     def _handle_frames(self, frames: list[tuple[int, int, Any]]) -> None:
         for frame_type, number, payload in frames:
@@ -278,8 +286,12 @@ class Connection:
             return True
 
     def _process_more(self) -> None:
-        if self._unprocessed and self.state is not CLOSED:
-            self._process(self._unprocessed)
+        self._more_scheduled = False
+        if not self._unprocessed or self.state is CLOSED:
+            return
+        if self.flow.backlog and self.state is OPEN:
+            return  # throttled: _release_flow picks the rest up
+        self._process(self._unprocessed)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state is OPEN:
@@ -352,8 +364,9 @@ class Connection:
             self.publisher = False  # checked again at its next publish
 
     def throttle(self, queues: list[Queue]) -> None:
-        """Flow control: stop reading from this publisher until those queues' backlogs
-        clear. A connection that also consumes is never paused: it must be able to ack."""
+        """Flow control: stop reading from this publisher, and handling frames it sent
+        already, until those queues' backlogs clear (the turn in progress ends first). A
+        connection that also consumes is never paused: it must be able to ack."""
         if self.transport is None or any(channel.consumers for channel in self.channels.values()):
             return
         flow = self.flow
@@ -364,7 +377,10 @@ class Connection:
         self._update_reading()
 
     def _release_flow(self, queue: Queue) -> None:
-        self.flow.backlog -= 1
+        flow = self.flow
+        flow.backlog -= 1
+        if not flow.backlog and self._unprocessed:
+            self._schedule_more()  # the frames held back while throttled; reading follows
         self._update_reading()
 
     def _update_reading(self) -> None:

@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from pamqp import commands, frame, heartbeat
+from pamqp import body as amqp_body
+from pamqp import commands, frame, header, heartbeat
 
 from amqpd.broker import Broker
 from amqpd.config import Config
-from amqpd.connection import Connection
+from amqpd.connection import FRAMES_PER_TURN, Connection
 from amqpd.connection_state import (
     AWAIT_HEADER,
     AWAIT_OPEN,
@@ -29,6 +30,7 @@ from amqpd.connection_state import (
     State,
     advance,
 )
+from amqpd.core.queue import FLOW_HIGH
 from amqpd.core.vhost import VHost
 from amqpd.flow import FlowControl
 from amqpd.wire.frames import PROTOCOL_HEADER
@@ -121,10 +123,14 @@ class FakeTransport:
 class Client:
     """One connection under test and the client side of its conversation."""
 
-    def __init__(self, config: Config | None = None) -> None:
-        self.clock = FakeClock()
-        self.broker = Broker(config or Config(), self.clock)  # type: ignore[arg-type]
-        self.broker.vhosts["/"] = VHost("/", schedule=self.broker.scheduler.dispatch)
+    def __init__(self, config: Config | None = None, beside: Client | None = None) -> None:
+        """A new broker, or another connection to that of `beside` (and its clock)."""
+        if beside is not None:
+            self.clock, self.broker = beside.clock, beside.broker
+        else:
+            self.clock = FakeClock()
+            self.broker = Broker(config or Config(), self.clock)  # type: ignore[arg-type]
+            self.broker.vhosts["/"] = VHost("/", schedule=self.broker.scheduler.dispatch)
         self.transport = FakeTransport()
         self.connection = Connection(self.broker, self.clock)
         self.connection.connection_made(self.transport)
@@ -405,6 +411,45 @@ def test_a_long_read_is_handled_over_several_turns_with_reading_paused() -> None
     assert len(replies) == 700
     assert all(isinstance(value, commands.Queue.DeclareOk) for _, value in replies)
     assert client.transport.reading
+
+
+def _publish(channel: int, queue: str, body: bytes) -> bytes:
+    return (
+        frame.marshal(commands.Basic.Publish(exchange="", routing_key=queue), channel)
+        + frame.marshal(header.ContentHeader(0, len(body), commands.Basic.Properties()), channel)
+        + frame.marshal(amqp_body.ContentBody(body), channel)
+    )
+
+
+def test_a_throttled_publisher_holds_the_rest_of_its_read_until_the_backlog_clears() -> None:
+    consumer = Client()
+    consumer.open()
+    consumer.send(1, commands.Channel.Open())
+    consumer.send(1, commands.Queue.Declare(queue="q"))
+    consumer.send(1, commands.Basic.Qos(prefetch_count=1))
+    consumer.send(1, commands.Basic.Consume(queue="q", consumer_tag="slow"))
+    consumer.received()
+    publisher = Client(beside=consumer)
+    publisher.open()
+    publisher.send(1, commands.Channel.Open())
+    publisher.received()
+    queue = consumer.broker.vhosts["/"].queues["q"]
+    total = FLOW_HIGH + 10 * FRAMES_PER_TURN
+    publisher.feed(b"".join(_publish(1, "q", b"%d" % n) for n in range(total)))  # one read
+    # Past FLOW_HIGH the turn in progress ends and the rest of the read waits, unread by
+    # the queue: the backlog exceeds the threshold by at most one turn.
+    held = len(publisher.connection._unprocessed)
+    assert FLOW_HIGH < len(queue) <= FLOW_HIGH + FRAMES_PER_TURN
+    assert held > 0 and not publisher.transport.reading
+    publisher.clock.run_ready()
+    assert len(publisher.connection._unprocessed) == held  # still held after more turns
+    assert len(queue) <= FLOW_HIGH + FRAMES_PER_TURN
+    # The slow consumer leaves: a queue without consumers throttles nobody, and every
+    # held publish arrives, in order.
+    consumer.send(1, commands.Basic.Cancel(consumer_tag="slow"))
+    assert len(queue) == total - 1 and publisher.transport.reading
+    assert not publisher.connection._unprocessed
+    assert [entry[1].body for entry in queue.messages] == [b"%d" % n for n in range(1, total)]
 
 
 def test_after_close_ok_the_connection_reads_and_discards_until_the_client_closes() -> None:

@@ -200,8 +200,9 @@ class Connection:
         except FrameError as error:
             self._close_connection(FRAME_ERROR, error.text, 0)
             return
-        if self._unprocessed:
+        if self._unprocessed:  # closing (read regardless), else reading is paused
             self._unprocessed += frames
+            self._schedule_more()  # frames held by flow control go on once closing
         else:
             self._process(frames)
 

@@ -452,6 +452,27 @@ def test_a_throttled_publisher_holds_the_rest_of_its_read_until_the_backlog_clea
     assert [entry[1].body for entry in queue.messages] == [b"%d" % n for n in range(1, total)]
 
 
+def test_a_throttled_publisher_closed_by_the_broker_still_hears_close_ok() -> None:
+    consumer = Client()
+    consumer.open()
+    consumer.send(1, commands.Channel.Open())
+    consumer.send(1, commands.Queue.Declare(queue="q"))
+    consumer.send(1, commands.Basic.Qos(prefetch_count=1))
+    consumer.send(1, commands.Basic.Consume(queue="q", consumer_tag="slow"))
+    publisher = Client(beside=consumer)
+    publisher.open()
+    publisher.send(1, commands.Channel.Open())
+    publisher.received()
+    publisher.feed(_publish(1, "q", b"m") * (FLOW_HIGH + 2 * FRAMES_PER_TURN))
+    assert publisher.connection._unprocessed  # held
+    publisher.connection.force_close("shutdown")
+    publisher.clock.run_ready()
+    (close,) = publisher.expect(commands.Connection.Close)
+    assert close.reply_code == 320
+    publisher.send(0, commands.Connection.CloseOk())
+    assert publisher.transport.closed and publisher.connection.state is CLOSED
+
+
 def test_after_close_ok_the_connection_reads_and_discards_until_the_client_closes() -> None:
     client = Client()
     client.open()

@@ -668,11 +668,7 @@ done:
 }
 
 /* ------------------------------------------------------------- merge_publishes */
-/* merge_publishes(item_type, frames) -> list: the frames of FrameReader.feed with each run
- * "basic.publish method frame, its content header frame, and (unless the header announces
- * an empty body) one body frame holding the whole body, all on one channel" replaced by
- * (item_type, channel, (method_payload, header_payload, body_payload)). Anything else is
- * kept as it is; the list is returned unchanged (the same object) when nothing merges. */
+/* (see merge_publishes below) */
 
 static int is_frame(PyObject *item, long type, PyObject *channel, PyObject **payload)
 {
@@ -690,19 +686,78 @@ static int is_frame(PyObject *item, long type, PyObject *channel, PyObject **pay
     return 1;
 }
 
+/* merge_publishes(item_type, acks_type, frames) -> list: the frames of FrameReader.feed with
+ * each run "basic.publish method frame, its content header frame, and (unless the header
+ * announces an empty body) one body frame holding the whole body, all on one channel"
+ * replaced by (item_type, channel, (method_payload, header_payload, body_payload)), and each
+ * run of consecutive basic.ack frames with multiple=false (no other bit set) on one channel,
+ * at most MAX_ACK_RUN of them, by (acks_type, channel, [delivery tags]). Anything else is
+ * kept as it is; the list is returned unchanged (the same object) when nothing merges. */
+
+#define MAX_ACK_RUN 512
+
+static const char ACK_METHOD[4] = {0x00, 0x3c, 0x00, 0x50};
+
+/* A single basic.ack (multiple=false) method frame on `channel` (any channel if NULL). */
+static int is_single_ack(PyObject *item, PyObject *channel, PyObject **payload)
+{
+    if (!is_frame(item, 1, channel, payload))
+        return 0;
+    const char *p = PyBytes_AS_STRING(*payload);
+    return PyBytes_GET_SIZE(*payload) == 13 && memcmp(p, ACK_METHOD, 4) == 0 && p[12] == 0;
+}
+
 static PyObject *merge_publishes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyList_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "merge_publishes(item_type, frames: list)");
+    if (nargs != 3 || !PyList_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "merge_publishes(item_type, acks_type, frames: list)");
         return NULL;
     }
-    PyObject *item_type = args[0], *frames = args[1];
+    PyObject *item_type = args[0], *acks_type = args[1], *frames = args[2];
     Py_ssize_t n = PyList_GET_SIZE(frames);
     PyObject *out = NULL;
     Py_ssize_t i = 0, copied = 0; /* frames[:copied] are in out already */
     while (i < n) {
         PyObject *method, *header, *body = NULL;
         PyObject *first = PyList_GET_ITEM(frames, i);
+        if (is_single_ack(first, NULL, &method)) {
+            PyObject *channel = PyTuple_GET_ITEM(first, 1);
+            if (!PyLong_CheckExact(channel)) {
+                i++;
+                continue;
+            }
+            Py_ssize_t end = i + 1;
+            while (end < n && end - i < MAX_ACK_RUN &&
+                   is_single_ack(PyList_GET_ITEM(frames, end), channel, &header))
+                end++;
+            if (out == NULL && (out = PyList_New(0)) == NULL)
+                return NULL;
+            for (; copied < i; copied++)
+                if (PyList_Append(out, PyList_GET_ITEM(frames, copied)) < 0)
+                    goto error;
+            PyObject *tags = PyList_New(end - i);
+            if (tags == NULL)
+                goto error;
+            for (Py_ssize_t k = i; k < end; k++) {
+                PyObject *p = PyTuple_GET_ITEM(PyList_GET_ITEM(frames, k), 2);
+                PyObject *tag = PyLong_FromUnsignedLongLong(
+                    be64((const unsigned char *)PyBytes_AS_STRING(p) + 4));
+                if (tag == NULL) {
+                    Py_DECREF(tags);
+                    goto error;
+                }
+                PyList_SET_ITEM(tags, k - i, tag);
+            }
+            PyObject *merged = PyTuple_Pack(3, acks_type, channel, tags);
+            Py_DECREF(tags);
+            if (merged == NULL || PyList_Append(out, merged) < 0) {
+                Py_XDECREF(merged);
+                goto error;
+            }
+            Py_DECREF(merged);
+            i = copied = end;
+            continue;
+        }
         if (i + 1 >= n || !is_frame(first, 1, NULL, &method) || PyBytes_GET_SIZE(method) < 4 ||
             memcmp(PyBytes_AS_STRING(method), "\x00\x3c\x00\x28", 4) != 0) {
             i++;
@@ -1087,7 +1142,8 @@ static PyMethodDef module_methods[] = {
     {"join_delivery", (PyCFunction)(void (*)(void))join_delivery, METH_FASTCALL,
      "join_delivery(fallback, prefix, tag, redelivered, suffix, content) -> bytes."},
     {"merge_publishes", (PyCFunction)(void (*)(void))merge_publishes, METH_FASTCALL,
-     "merge_publishes(item_type, frames): publish + header + body frames as one item."},
+     "merge_publishes(item_type, acks_type, frames): publish + header + body frames as one "
+     "item, runs of single basic.acks as one."},
     {NULL}};
 
 static int module_exec(PyObject *module)

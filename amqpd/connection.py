@@ -66,6 +66,7 @@ from amqpd.scheduler import TickScheduler
 from amqpd.tls import certificate_user
 from amqpd.transport import Clock, Timer, Transport
 from amqpd.wire.frames import (
+    FRAME_ACKS,
     FRAME_BODY,
     FRAME_HEADER,
     FRAME_HEARTBEAT,
@@ -76,6 +77,7 @@ from amqpd.wire.frames import (
     PROTOCOL_HEADER,
     FrameError,
     FrameReader,
+    ack_payloads,
     merge_publishes,
 )
 from amqpd.wire.methods import (
@@ -104,6 +106,7 @@ CONNECTION_CLOSE = commands.Connection.Close.index
 CONNECTION_CLOSE_OK = commands.Connection.CloseOk.index
 CONNECTION_UPDATE_SECRET = commands.Connection.UpdateSecret.index
 BASIC_PUBLISH = commands.Basic.Publish.index
+BASIC_ACK = commands.Basic.Ack.index
 
 # The one client method each handshake state accepts.
 _EXPECTED = {
@@ -255,6 +258,10 @@ class Connection:
                             [(FRAME_METHOD, number, method), (FRAME_HEADER, number, header)]
                             + ([(FRAME_BODY, number, body)] if body else [])
                         )
+                elif frame_type == FRAME_ACKS:
+                    if not self._acks(number, payload):  # take the frames one by one
+                        frames_ = [(FRAME_METHOD, number, ack) for ack in ack_payloads(payload)]
+                        self._handle_frames(frames_)
                 else:
                     self._on_frame(frame_type, number, payload)
             except ConnectionError_ as error:
@@ -285,6 +292,22 @@ class Connection:
         except ChannelError as error:  # as the body frame's handling in _on_frame
             self._close_channel(channel, error, BASIC_PUBLISH)
             return True
+
+    def _acks(self, number: int, tags: list[int]) -> bool:
+        """A run of basic.acks (multiple=false) on one channel merged by the reader, in one
+        step when its channel is in the plain state; False, having done nothing, for the
+        frame-by-frame path. An unknown tag closes the channel after the acks before it, as
+        the frames one by one would."""
+        channel = self.channels.get(number)
+        if channel is None or channel.closing or self.state is not OPEN:
+            return False
+        if channel.content.expecting:
+            return False
+        try:
+            channel.ack_run(tags)
+        except ChannelError as error:
+            self._close_channel(channel, error, BASIC_ACK)
+        return True
 
     def _process_more(self) -> None:
         self._more_scheduled = False

@@ -109,6 +109,33 @@ class Deliveries:
                 consumer.queue.kick()
         return bool(self.global_prefetch)
 
+    def ack_run(self, tags: list[int]) -> bool:
+        """`ack_one` of each of `tags` in turn (an unknown one raises 406 after the acks
+        before it), each consumer's queue kicked once; True as `ack_one`."""
+        pop = self.unacked.pop
+        touched: list[Tracked] = []
+        last = None
+        try:
+            for tag in tags:
+                entry = pop(tag, None)
+                if entry is None:
+                    raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
+                queue, _seq, message, consumer = entry
+                if message.store_id:
+                    queue.settled(message)
+                queue.stats.ack += 1
+                if consumer is not None:
+                    consumer.unacked -= 1
+                    if consumer is not last:
+                        last = consumer
+                        touched.append(consumer)
+        finally:
+            if not self.global_prefetch:
+                for consumer in touched:
+                    if consumer.attached:
+                        consumer.queue.kick()
+        return bool(self.global_prefetch)
+
     def recover(self) -> bool:
         """basic.recover: requeue everything unacked; True as `settle`."""
         entries = list(self.unacked.values())

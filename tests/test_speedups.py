@@ -97,6 +97,7 @@ def test_frame_reader_limits_are_settable_and_byte_at_a_time_works():
 # --------------------------------------------------------------------- merged publishes
 
 PUBLISH = b"\x00\x3c\x00\x28"
+ACK = b"\x00\x3c\x00\x50"
 
 
 @st.composite
@@ -120,24 +121,63 @@ def publish_frames(draw):
         out += run
         if draw(st.booleans()):
             out.append(draw(frame))
+        for _ in range(draw(st.sampled_from([0, 0, 1, 3]))):
+            out.append((draw(st.sampled_from([1, 1, 1, 2])), channel, draw(acks)))
     return out
+
+
+# basic.ack payloads: mostly single acks (which merge), some with other bits or lengths.
+acks = st.builds(
+    lambda tag, bits, cut: (ACK + struct.pack(">Q", tag) + bytes([bits]))[: 13 - cut],
+    st.integers(0, 2**64 - 1),
+    st.sampled_from([0, 0, 0, 1, 2]),
+    st.sampled_from([0, 0, 0, 0, 1]),
+)
 
 
 @SETTINGS
 @given(publish_frames())
 def test_merge_publishes_same_items(frame_list):
     expected = frames.pure_merge_publishes(list(frame_list))
-    assert speedups.merge_publishes(frames.FRAME_PUBLISH, list(frame_list)) == expected
+    merged = speedups.merge_publishes(frames.FRAME_PUBLISH, frames.FRAME_ACKS, list(frame_list))
+    assert merged == expected
     # Expanding the merged items gives the input back.
     flat = []
     for item in expected:
-        if item[0] == frames.FRAME_PUBLISH:
+        if item[0] == frames.FRAME_ACKS:
+            assert 1 <= len(item[2]) <= frames.MAX_ACK_RUN
+            flat += [(1, item[1], ack) for ack in frames.ack_payloads(item[2])]
+        elif item[0] == frames.FRAME_PUBLISH:
             method, header, body = item[2]
             flat += [(1, item[1], method), (2, item[1], header)]
             flat += [(3, item[1], body)] if struct.unpack_from(">Q", header, 4)[0] else []
         else:
             flat.append(item)
     assert flat == frame_list
+
+
+def test_merge_publishes_groups_runs_of_single_acks():
+    def ack(tag, channel=1, bits=0):
+        return (1, channel, ACK + struct.pack(">Q", tag) + bytes([bits]))
+
+    long_run = [ack(tag) for tag in range(1, frames.MAX_ACK_RUN + 3)]
+    for merge in (frames.pure_merge_publishes, frames.merge_publishes):
+        assert merge([ack(1), ack(2), (8, 0, b""), ack(3), ack(4, bits=1), ack(5, channel=2)]) == [
+            (frames.FRAME_ACKS, 1, [1, 2]),
+            (8, 0, b""),
+            (frames.FRAME_ACKS, 1, [3]),
+            ack(4, bits=1),  # multiple=true: not merged
+            (frames.FRAME_ACKS, 2, [5]),
+        ]
+        assert merge([ack(1), ack(2, channel=2)]) == [
+            (frames.FRAME_ACKS, 1, [1]),
+            (frames.FRAME_ACKS, 2, [2]),
+        ]
+        assert merge(long_run) == [
+            (frames.FRAME_ACKS, 1, list(range(1, frames.MAX_ACK_RUN + 1))),
+            (frames.FRAME_ACKS, 1, [frames.MAX_ACK_RUN + 1, frames.MAX_ACK_RUN + 2]),
+        ]
+        assert merge([ack(2**64 - 1)]) == [(frames.FRAME_ACKS, 1, [2**64 - 1])]
 
 
 def test_merge_publishes_merges_whole_publishes_only():

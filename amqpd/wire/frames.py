@@ -11,7 +11,10 @@ the connection's handshake.
 `merge_publishes(frames)` turns each complete publish in a feed's output (basic.publish,
 its content header and its one body frame on one channel) into one item
 `(FRAME_PUBLISH, channel, (method, header, body))`, so the connection handles a small
-message in one step; everything else passes unchanged.
+message in one step, and each run of consecutive basic.ack frames with multiple=false (and
+no other bit set) on one channel, at most MAX_ACK_RUN of them, into one item
+`(FRAME_ACKS, channel, [delivery tags])`, so a consumer's acks from one read settle in one
+call; everything else passes unchanged.
 
 `FrameReader` is the compiled splitter (amqpd._speedups) when it is available and not
 disabled by AMQPD_PURE_PYTHON=1, else `PureFrameReader`; both share `_frame_error`, so the
@@ -33,6 +36,8 @@ FRAME_HEADER = 2
 FRAME_BODY = 3
 FRAME_HEARTBEAT = 8
 FRAME_PUBLISH = 256  # not a wire type: a publish's three frames merged (merge_publishes)
+FRAME_ACKS = 257  # not a wire type: a run of single basic.acks on one channel (merge_publishes)
+MAX_ACK_RUN = 512  # acks in one FRAME_ACKS item at most (as the compiled twin's MAX_ACK_RUN)
 FRAME_END = 0xCE
 FRAME_END_BYTE = b"\xce"
 FRAME_OVERHEAD = 8  # 7-byte header + frame-end octet
@@ -132,6 +137,19 @@ class PureFrameReader:
 
 _PUBLISH_METHOD = b"\x00\x3c\x00\x28"  # class 60 (basic), method 40 (publish)
 _body_size = struct.Struct(">Q")
+_ack_tag = _body_size  # basic.ack's delivery tag, after class and method ids
+_ACK_METHOD = b"\x00\x3c\x00\x50"  # class 60 (basic), method 80 (ack)
+
+
+def _is_single_ack(method: bytes) -> bool:
+    """A basic.ack payload with multiple=false and no other bit set."""
+    return len(method) == 13 and method[12] == 0 and method[:4] == _ACK_METHOD
+
+
+def ack_payloads(tags: list[int]) -> list[bytes]:
+    """The basic.ack method payloads a FRAME_ACKS item was made of (for the frame-by-frame
+    path)."""
+    return [_ACK_METHOD + _ack_tag.pack(tag) + b"\x00" for tag in tags]
 
 
 def pure_merge_publishes(frames: list[tuple[int, int, Any]]) -> list[tuple[int, int, Any]]:
@@ -142,6 +160,22 @@ def pure_merge_publishes(frames: list[tuple[int, int, Any]]) -> list[tuple[int, 
     i = copied = 0
     while i < count:
         frame_type, channel, method = frames[i]
+        if frame_type == FRAME_METHOD and _is_single_ack(method):
+            end = i + 1
+            while end < count and end - i < MAX_ACK_RUN:
+                next_type, next_channel, next_method = frames[end]
+                if next_type != FRAME_METHOD or next_channel != channel:
+                    break
+                if not _is_single_ack(next_method):
+                    break
+                end += 1
+            if out is None:
+                out = []
+            out += frames[copied:i]
+            tags = [_ack_tag.unpack_from(frame[2], 4)[0] for frame in frames[i:end]]
+            out.append((FRAME_ACKS, channel, tags))
+            i = copied = end
+            continue
         if frame_type != FRAME_METHOD or i + 1 >= count or method[:4] != _PUBLISH_METHOD:
             i += 1
             continue
@@ -190,7 +224,7 @@ if _speedups is not None:
 
     # The compiled twin of `pure_merge_publishes`, called without a Python frame between.
     merge_publishes: Callable[[list[tuple[int, int, Any]]], list[tuple[int, int, Any]]] = partial(
-        _speedups.merge_publishes, FRAME_PUBLISH
+        _speedups.merge_publishes, FRAME_PUBLISH, FRAME_ACKS
     )
 
 else:

@@ -14,7 +14,7 @@ from amqpd.core.deadletter import dead_lettered, deaths_of, is_cycle
 from amqpd.core.durability import Confirms
 from amqpd.core.message import Message
 from amqpd.core.priority import PriorityMessages
-from amqpd.core.queue import Queue
+from amqpd.core.queue import Queue, deliver_each
 from amqpd.core.table import (
     join_table,
     replace_headers,
@@ -62,6 +62,9 @@ class Taker:
 
     def deliver(self, queue, seq, message, redelivered) -> None:  # type: ignore[no-untyped-def]
         self.got.append(message.body)
+
+    def deliver_run(self, queue, messages) -> None:  # type: ignore[no-untyped-def]
+        deliver_each(self, queue, messages)
 
     def queue_deleted(self, queue) -> None:  # type: ignore[no-untyped-def]
         pass

@@ -8,8 +8,10 @@ small `Consumer` implementations with a prefetch window, as a channel's consumer
 
 from __future__ import annotations
 
+from collections import deque
+
 from amqpd.core.message import Message
-from amqpd.core.queue import FLOW_HIGH, FLOW_LOW, Queue
+from amqpd.core.queue import FLOW_HIGH, FLOW_LOW, Entry, Queue, deliver_each
 from amqpd.wire.content import HeaderInfo
 
 
@@ -37,6 +39,9 @@ class WindowConsumer:
     def deliver(self, queue: Queue, seq: int, message: Message, redelivered: bool) -> None:
         self.got.append((message.body.decode(), redelivered))
         self.unsettled.append((seq, message))
+
+    def deliver_run(self, queue: Queue, messages: deque[Entry]) -> None:
+        deliver_each(self, queue, messages)
 
     def queue_deleted(self, queue: Queue) -> None:
         self.deleted = True

@@ -9,6 +9,7 @@ Owners are plain objects standing for connections; queues dispatch inline when k
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from pamqp import commands, header
 
 from amqpd.core.errors import AMQPError, ChannelError, ConnectionError_
 from amqpd.core.message import Message
-from amqpd.core.queue import Queue
+from amqpd.core.queue import Entry, Queue, deliver_each
 from amqpd.core.vhost import VHost
 from amqpd.wire.content import peek_header
 
@@ -55,6 +56,9 @@ class Sink:
 
     def deliver(self, queue: Queue, seq: int, message: Message, redelivered: bool) -> None:
         pass
+
+    def deliver_run(self, queue: Queue, messages: deque[Entry]) -> None:
+        deliver_each(self, queue, messages)
 
     def queue_deleted(self, queue: Queue) -> None:
         self.deleted_from.append(queue.name)

@@ -55,7 +55,20 @@ class Consumer(Protocol):
 
     def deliver(self, queue: Queue, seq: int, message: Message, redelivered: bool) -> None: ...
 
+    def deliver_run(self, queue: Queue, messages: deque[Entry]) -> None:
+        """`deliver` messages taken from the head of `messages` while `ready()` (see
+        `deliver_each`, which any consumer may use)."""
+
     def queue_deleted(self, queue: Queue) -> None: ...
+
+
+def deliver_each(consumer: Consumer, queue: Queue, messages: deque[Entry]) -> None:
+    """A consumer's `deliver_run`, one `deliver` call at a time."""
+    while messages and consumer.ready():
+        seq, message, redelivered = messages.popleft()
+        consumer.deliver(queue, seq, message, redelivered)
+        if consumer not in queue.consumers:
+            break
 
 
 class Queue:
@@ -580,12 +593,7 @@ class Queue:
         consumers = self.consumers
         before = len(messages)
         if len(consumers) == 1:  # the common case: no round robin to keep
-            consumer = consumers[0]
-            while messages and consumer.ready():
-                seq, message, redelivered = messages.popleft()
-                consumer.deliver(self, seq, message, redelivered)
-                if not consumers or consumers[0] is not consumer:
-                    break
+            consumers[0].deliver_run(self, messages)  # type: ignore[arg-type]
             # An empty tuple ends the round robin below without allocating a deque.
             consumers = self.consumers if len(self.consumers) > 1 else ()  # type: ignore[assignment]
         while messages and consumers:

@@ -28,10 +28,17 @@ from amqpd.core.errors import (
 )
 from amqpd.core.message import Message
 from amqpd.wire.content import ContentHeaderError, peek_header
-from amqpd.wire.methods import BASIC_PUBLISH, shortstr
+from amqpd.wire.methods import (
+    BASIC_PUBLISH,
+    MethodSyntaxError,
+    UnknownMethodError,
+    decode_method,
+    shortstr,
+)
 
 NO_METHOD = "expected method frame, got non method frame instead"
 EXCHANGE_RK_CACHE = 1024  # (exchange, routing key) pairs whose encoding is kept
+PUBLISH_CACHE = 256  # basic.publish payloads whose decoding is kept (fast path)
 
 
 class ContentAssembler:
@@ -52,6 +59,8 @@ class ContentAssembler:
         # (exchange, routing key) -> the pair encoded, and the two strings every message of the
         # pair shares
         self._exchange_rk: dict[tuple[str, str], tuple[bytes, str, str]] = {}
+        # basic.publish payload -> (exchange, routing key, mandatory, the names encoded)
+        self._publishes: dict[bytes, tuple[str, str, bool, bytes]] = {}
         self._last_header = b""  # the last content header parsed, and what it said
         self._last_info: Any = None
 
@@ -135,10 +144,19 @@ class ContentAssembler:
         if left == 0:
             self._complete()
 
-    def whole(self, exchange: str, routing_key: str, header: bytes, body: bytes) -> Message | None:
-        """The message of a publish whose header and whole body (len(body) is the size the
-        header announces) arrived with it, or None if the header must take the
-        frame-by-frame path (it does not parse, or one of `header`'s errors applies)."""
+    def whole(self, parts: tuple[bytes, bytes, bytes]) -> Message | None:
+        """The message of a publish whose basic.publish payload, content header and whole
+        body (len(body) is the size the header announces) arrived together as `parts`, with
+        `mandatory` set to its flag; None, having done nothing, if it must take the
+        frame-by-frame path (the method or header does not parse, immediate is set, or one
+        of `header`'s errors applies). A publish repeating an earlier basic.publish payload
+        (most do) is not decoded again, and its messages share the decoded strings."""
+        method, header, body = parts
+        publish = self._publishes.get(method)
+        if publish is None:
+            publish = self._decode_publish(method)
+            if publish is None:
+                return None
         if header == self._last_header:
             info = self._last_info
             header = self._last_header
@@ -155,7 +173,29 @@ class ContentAssembler:
             or info.body_size > self.max_message_size
         ):
             return None
-        return self._message(exchange, routing_key, header, info, body)
+        exchange, routing_key, self.mandatory, exchange_rk = publish
+        return Message(exchange, routing_key, header, info, body, exchange_rk)
+
+    def _decode_publish(self, method: bytes) -> tuple[str, str, bool, bytes] | None:
+        """basic.publish's (exchange, routing key, mandatory, the two names encoded),
+        remembered for the next publish with the same payload; None if it does not decode
+        or sets immediate."""
+        try:
+            exchange, routing_key, mandatory, immediate = decode_method(method)[1]
+        except (UnknownMethodError, MethodSyntaxError):
+            return None
+        if immediate:
+            return None
+        publishes = self._publishes
+        if len(publishes) >= PUBLISH_CACHE:
+            publishes.clear()
+        publish = publishes[method] = (
+            exchange,
+            routing_key,
+            mandatory,
+            shortstr(exchange) + shortstr(routing_key),
+        )
+        return publish
 
     def _message(
         self, exchange: str, routing_key: str, header: bytes, info: Any, body: bytes

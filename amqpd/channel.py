@@ -376,18 +376,27 @@ class Channel:
         if not self.host.publisher:
             self.host.became_publisher()
 
-    def publish_whole(self, args: tuple[str, str, bool, bool], header: bytes, body: bytes) -> bool:
-        """A basic.publish with its content header and whole body, as one step: False,
-        having done nothing, when it must take the frame-by-frame path instead."""
-        exchange_name, routing_key, mandatory, immediate = args
-        if immediate:
-            return False
-        message = self.content.whole(exchange_name, routing_key, header, body)
+    def publish_whole(self, parts: tuple[bytes, bytes, bytes]) -> bool:
+        """A basic.publish with its content header and whole body (`parts`, the three
+        payloads), as one step: False, having done nothing, when it must take the
+        frame-by-frame path instead."""
+        content = self.content
+        message = content.whole(parts)
         if message is None:
             return False
         if not self.host.publisher:
             self.host.became_publisher()
-        self._on_content(message, mandatory)
+        exchange = self._last_target  # `_on_content`, inlined for the usual publish
+        if (
+            exchange is None
+            or message.header[12] & _REPLY_TO_FLAG
+            or exchange.name != message.exchange
+            or exchange.deleted
+            or self.tx.active
+        ):
+            self._on_content(message, content.mandatory)
+        else:
+            self._route(exchange, message, content.mandatory)
         return True
 
     def _on_content(self, message: Message, mandatory: bool) -> None:

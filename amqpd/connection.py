@@ -284,11 +284,7 @@ class Connection:
         if channel.content.expecting:
             return False
         try:
-            args = decode_method(parts[0])[1]
-        except (UnknownMethodError, MethodSyntaxError):
-            return False
-        try:
-            return channel.publish_whole(args, parts[1], parts[2])
+            return channel.publish_whole(parts)
         except ChannelError as error:  # as the body frame's handling in _on_frame
             self._close_channel(channel, error, BASIC_PUBLISH)
             return True

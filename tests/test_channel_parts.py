@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pamqp import commands, frame, header
 
-from amqpd.assembler import ContentAssembler
+from amqpd.assembler import PUBLISH_CACHE, ContentAssembler
 from amqpd.core.durability import READY, WAIT, WAIT_FIRST, Confirms, Durability
 from amqpd.core.errors import PRECONDITION_FAILED, UNEXPECTED_FRAME, ChannelError, ConnectionError_
 from amqpd.core.message import Message
@@ -77,6 +77,62 @@ def test_the_same_header_twice_is_parsed_once_and_still_correct() -> None:
     assert collected.messages[1][0].info == peek_header(payload)
 
 
+def publish_payload(exchange: str, routing_key: str, mandatory: bool, immediate=False) -> bytes:
+    method = commands.Basic.Publish(
+        exchange=exchange, routing_key=routing_key, mandatory=mandatory, immediate=immediate
+    )
+    return frame.marshal(method, 1)[7:-1]
+
+
+@pytest.mark.parametrize("mandatory", [False, True])
+def test_a_whole_publish_is_the_message_the_frames_make(mandatory: bool) -> None:
+    fast, _ = assembler()
+    slow, collected = assembler()
+    head = header_payload(5, delivery_mode=2, expiration="60000")
+    method = publish_payload("ex", "rk", mandatory)
+    for body in (b"hello", b"world"):  # the second one from the decoded publish kept
+        message = fast.whole((method, head, body))
+        assert message is not None and fast.mandatory == mandatory
+        slow.start("ex", "rk", mandatory)
+        slow.header(head)
+        slow.body(body)
+        expected, expected_mandatory = collected.messages[-1]
+        assert expected_mandatory == mandatory
+        got = (message.exchange, message.routing_key, message.exchange_rk, message.header)
+        assert got == ("ex", "rk", expected.exchange_rk, expected.header)
+        assert (message.body, message.info, message.ttl) == (body, expected.info, expected.ttl)
+    first, second = fast.whole((method, head, b"a")), fast.whole((method, head, b"b"))
+    assert first is not None and second is not None
+    assert first.routing_key is second.routing_key  # messages share the decoded names
+
+
+@pytest.mark.parametrize(
+    "method,head",
+    [
+        (publish_payload("ex", "rk", False, immediate=True), header_payload(1)),
+        (publish_payload("ex", "rk", False) + b"x", header_payload(1)),  # trailing byte
+        (publish_payload("ex", "rk", False)[:-3], header_payload(1)),  # cut short
+        (publish_payload("ex", "rk", False), header_payload(1, class_id=50)),
+        (publish_payload("ex", "rk", False), header_payload(1, user_id="mallory")),
+        (publish_payload("ex", "rk", False), header_payload(2000)),  # above max_size
+    ],
+    ids=["immediate", "trailing", "short", "class", "user_id", "too-large"],
+)
+def test_a_whole_publish_leaves_errors_to_the_frames(method: bytes, head: bytes) -> None:
+    content, collected = assembler()
+    body = b"x" * peek_header(head).body_size if len(head) >= 14 else b"x"
+    assert content.whole((method, head, body)) is None
+    assert not content.expecting and collected.messages == []
+
+
+def test_the_kept_publishes_are_bounded() -> None:
+    content, _ = assembler()
+    head = header_payload(1)
+    for index in range(PUBLISH_CACHE * 3):
+        assert content.whole((publish_payload("", f"q{index}", False), head, b"x")) is not None
+        assert len(content._publishes) <= PUBLISH_CACHE
+
+
 def test_content_frames_without_a_publish_are_unexpected() -> None:
     content, _ = assembler()
     for feed in (content.header, content.body):
@@ -142,8 +198,7 @@ def test_a_body_longer_than_announced_is_a_frame_error_before_it_is_kept() -> No
         content.body(b"cde")
     assert error.value.code == 501 and error.value.index == (60 << 16 | 40)
     assert error.value.text == (
-        "FRAME_ERROR - content body exceeds the 4 bytes announced in its header "
-        "(5 bytes received)"
+        "FRAME_ERROR - content body exceeds the 4 bytes announced in its header (5 bytes received)"
     )
     assert collected.messages == [] and content._body == [b"ab"]
 

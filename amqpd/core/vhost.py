@@ -562,6 +562,8 @@ class VHost:
         raw = message.info.headers_raw
         if raw is not None and (b"\x02CC" in raw or b"\x03BCC" in raw):  # a CC or BCC key
             queues = self.route_keys(exchange, message, sender_selected(message, self.parse_header))
+        elif exchange.name == "" and (queue := self.queues.get(message.routing_key)) is not None:
+            queues = [queue]  # `route`, inlined for the default exchange
         else:
             queues = self.route(exchange, message)
         self.stats.publish += 1

@@ -931,6 +931,74 @@ static PyObject *join_delivery(PyObject *module, PyObject *const *args, Py_ssize
     return out;
 }
 
+/* -------------------------------------------------------------- deliver_small */
+/* deliver_small(prefix, tag, suffix, channel, header, body, frame_max) -> bytes | None: a
+ * basic.deliver frame (prefix + u64 tag + redelivered 0 + suffix), the content header
+ * frame and the body frame, in one buffer, for a body of at most SMALL_CONTENT bytes that
+ * fits one frame; None for anything else (a larger body, parts that are not bytes, a tag or
+ * channel out of range): the caller then builds the frames piece by piece. */
+
+static inline unsigned char *put_frame_head(unsigned char *o, int type, long channel,
+                                            Py_ssize_t size)
+{
+    o[0] = (unsigned char)type;
+    o[1] = (unsigned char)(channel >> 8);
+    o[2] = (unsigned char)channel;
+    o[3] = (unsigned char)(size >> 24);
+    o[4] = (unsigned char)(size >> 16);
+    o[5] = (unsigned char)(size >> 8);
+    o[6] = (unsigned char)size;
+    return o + 7;
+}
+
+static PyObject *deliver_small(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "deliver_small(prefix, tag, suffix, channel, header, body, frame_max)");
+        return NULL;
+    }
+    PyObject *prefix = args[0], *tag_obj = args[1], *suffix = args[2], *header = args[4],
+             *body = args[5];
+    if (!PyBytes_CheckExact(prefix) || !PyBytes_CheckExact(suffix) ||
+        !PyBytes_CheckExact(header) || !PyBytes_CheckExact(body) || !PyLong_CheckExact(tag_obj) ||
+        !PyLong_CheckExact(args[3]) || !PyLong_CheckExact(args[6]))
+        Py_RETURN_NONE;
+    unsigned long long tag = PyLong_AsUnsignedLongLong(tag_obj);
+    long channel = PyLong_AsLong(args[3]);
+    long long frame_max = PyLong_AsLongLong(args[6]);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t np = PyBytes_GET_SIZE(prefix), ns = PyBytes_GET_SIZE(suffix),
+               hsize = PyBytes_GET_SIZE(header), bsize = PyBytes_GET_SIZE(body);
+    if (channel < 0 || channel > 0xFFFF || bsize > SMALL_CONTENT ||
+        bsize > frame_max - FRAME_OVERHEAD || hsize > SMALL_CONTENT)
+        Py_RETURN_NONE;
+    Py_ssize_t total = np + 9 + ns + FRAME_OVERHEAD + hsize + (bsize ? FRAME_OVERHEAD + bsize : 0);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        return NULL;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    memcpy(o, PyBytes_AS_STRING(prefix), np);
+    o += np;
+    for (int i = 7; i >= 0; i--)
+        *o++ = (unsigned char)(tag >> (8 * i));
+    *o++ = 0;
+    memcpy(o, PyBytes_AS_STRING(suffix), ns);
+    o = put_frame_head(o + ns, 2, channel, hsize);
+    memcpy(o, PyBytes_AS_STRING(header), hsize);
+    o += hsize;
+    *o++ = FRAME_END;
+    if (bsize) {
+        o = put_frame_head(o, 3, channel, bsize);
+        memcpy(o, PyBytes_AS_STRING(body), bsize);
+        o[bsize] = FRAME_END;
+    }
+    return out;
+}
+
 /* --------------------------------------------------------------- store records */
 
 #define RECORD_MARK 0xC71DA9F3u
@@ -1141,6 +1209,9 @@ static PyMethodDef module_methods[] = {
      "One framed DELIVERED/REMOVED store record."},
     {"join_delivery", (PyCFunction)(void (*)(void))join_delivery, METH_FASTCALL,
      "join_delivery(fallback, prefix, tag, redelivered, suffix, content) -> bytes."},
+    {"deliver_small", (PyCFunction)(void (*)(void))deliver_small, METH_FASTCALL,
+     "deliver_small(prefix, tag, suffix, channel, header, body, frame_max): a small "
+     "delivery's frames in one bytes, or None."},
     {"merge_publishes", (PyCFunction)(void (*)(void))merge_publishes, METH_FASTCALL,
      "merge_publishes(item_type, acks_type, frames): publish + header + body frames as one "
      "item, runs of single basic.acks as one."},

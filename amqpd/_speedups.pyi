@@ -34,6 +34,15 @@ def encode_publish(
     strings: dict[str, bytes] | None = None,
 ) -> list[bytes]: ...
 def encode_ref(rtype: int, queue: _Bytes, message_id: int) -> bytes: ...
+def deliver_small(
+    prefix: bytes,
+    tag: int,
+    suffix: bytes,
+    channel: int,
+    header: bytes,
+    body: bytes,
+    frame_max: int,
+) -> bytes | None: ...
 def merge_publishes(
     item_type: int, acks_type: int, frames: list[tuple[int, int, Any]]
 ) -> list[Any]: ...

@@ -21,7 +21,13 @@ from amqpd.core.message import Message
 from amqpd.core.queue import Entry, Queue
 from amqpd.deliveries import Deliveries
 from amqpd.wire.content import content_frames
-from amqpd.wire.methods import deliver_parts, join_delivery, pack_tag_bits, shortstr
+from amqpd.wire.methods import (
+    deliver_parts,
+    deliver_small,
+    join_delivery,
+    pack_tag_bits,
+    shortstr,
+)
 
 log = logging.getLogger("amqpd.consumer")
 
@@ -160,11 +166,21 @@ class ChannelConsumer:
                     queue.delivered(message)
             exchange_rk = message.exchange_rk
             parts = parts_of(exchange_rk) or self.frame_parts(exchange_rk)
+            # `_body`: resident (no `source`, checked above); the property would cost a call.
+            body: bytes = message._body  # type: ignore[assignment]
+            data = deliver_small(parts[0], tag, parts[1], number, message.header, body, frame_max)
+            if data is not None:
+                out.append(data)
+                size += len(data)
+                if size >= RUN_BYTES:
+                    host.send_many(out, size)
+                    out, size = [], 0
+                    if not host.writable:
+                        break
+                continue
             framed = message.framed
             if framed is None or framed[0] != number or framed[1] != frame_max:
-                content, content_size = content_frames(
-                    number, message.header, message.body, frame_max
-                )
+                content, content_size = content_frames(number, message.header, body, frame_max)
                 framed = message.framed = (number, frame_max, content, content_size)
             pieces = framed[2]
             if len(pieces) == 1:

@@ -219,6 +219,30 @@ def test_join_delivery_same_bytes_and_errors(prefix, tag, redelivered, suffix, c
     assert compiled == expected
 
 
+@SETTINGS
+@given(
+    st.binary(max_size=40),
+    st.one_of(st.integers(-2, 2**64 + 2), st.just(2**64 - 1)),
+    st.binary(max_size=40),
+    st.one_of(st.integers(0, 3), st.just(0xFFFF), st.just(0x10000), st.just(-1)),
+    st.binary(min_size=0, max_size=30),
+    st.one_of(st.binary(max_size=60), st.just(b"x" * 4096), st.just(b"x" * 4097)),
+    st.sampled_from([9, 20, 68, 4104, 131072]),
+)
+def test_deliver_small_same_bytes(prefix, tag, suffix, channel, header, body, frame_max):
+    expected = methods.pure_deliver_small(prefix, tag, suffix, channel, header, body, frame_max)
+    compiled = speedups.deliver_small(prefix, tag, suffix, channel, header, body, frame_max)
+    assert compiled == expected
+    fits = len(body) <= min(4096, frame_max - 8)
+    if fits and 0 <= tag < 2**64 and 0 <= channel <= 0xFFFF:
+        # The frames built piece by piece, joined.
+        pieces, _ = content.pure_content_frames(channel, header, body, frame_max)
+        joined = methods.pure_join_delivery(prefix, tag, False, suffix, b"".join(pieces))
+        assert expected == joined
+    else:
+        assert expected is None
+
+
 # ----------------------------------------------------------------------------- methods
 
 compiled_decode = speedups.MethodDecoder(methods.pure_decode_method, methods.MethodSyntaxError)

@@ -560,7 +560,8 @@ class VHost:
         refuse it (x-overflow reject-publish) count as reached but do not take it, and
         `refused` tells the publisher's channel to nack it."""
         raw = message.info.headers_raw
-        if raw is not None and (b"\x02CC" in raw or b"\x03BCC" in raw):  # a CC or BCC key
+        # A CC or BCC key? (An empty table is 4 bytes; `len` first: `in` on bytes is slow.)
+        if raw is not None and len(raw) > 4 and (b"\x02CC" in raw or b"\x03BCC" in raw):
             queues = self.route_keys(exchange, message, sender_selected(message, self.parse_header))
         elif exchange.name == "" and (queue := self.queues.get(message.routing_key)) is not None:
             queues = [queue]  # `route`, inlined for the default exchange

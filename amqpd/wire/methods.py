@@ -20,7 +20,14 @@ from pamqp import base, commands, decode, encode
 
 from amqpd.accel import speedups
 from amqpd.encoding import shortstr as shortstr  # re-exported: the codec's callers use it
-from amqpd.wire.frames import FRAME_END_BYTE, FRAME_METHOD, frame_head
+from amqpd.wire.frames import (
+    FRAME_BODY,
+    FRAME_END_BYTE,
+    FRAME_HEADER,
+    FRAME_METHOD,
+    FRAME_OVERHEAD,
+    frame_head,
+)
 from amqpd.wire.tables import TableTooDeep, decode_table
 
 ACCESS_REQUEST = 0x001E000A  # access.request: obsolete, pamqp lacks it, RabbitMQ answers it
@@ -224,6 +231,39 @@ join_delivery: Callable[[bytes, int, bool, bytes, bytes], bytes] = (
     pure_join_delivery
     if _speedups is None
     else partial(_speedups.join_delivery, pure_join_delivery)
+)
+
+
+SMALL_CONTENT = 4096  # the largest body `deliver_small` takes (as the compiled twin)
+
+
+def pure_deliver_small(
+    prefix: bytes,
+    tag: int,
+    suffix: bytes,
+    channel: int,
+    header: bytes,
+    body: bytes,
+    frame_max: int,
+) -> bytes | None:
+    """A delivery with redelivered=false and a body of at most SMALL_CONTENT bytes that fits
+    one frame, as one bytes: the basic.deliver frame (`deliver_parts` around the tag), the
+    content header frame and the body frame; None for anything else (the caller builds
+    those frames piece by piece)."""
+    size = len(body)
+    if size > SMALL_CONTENT or size > frame_max - FRAME_OVERHEAD or len(header) > SMALL_CONTENT:
+        return None
+    if not 0 <= tag < 1 << 64 or not 0 <= channel <= 0xFFFF:
+        return None
+    out = prefix + _tag_bits.pack(tag, False) + suffix
+    out += frame_head(FRAME_HEADER, channel, len(header)) + header + FRAME_END_BYTE
+    if size:
+        out += frame_head(FRAME_BODY, channel, size) + body + FRAME_END_BYTE
+    return out
+
+
+deliver_small: Callable[[bytes, int, bytes, int, bytes, bytes, int], bytes | None] = (
+    pure_deliver_small if _speedups is None else _speedups.deliver_small
 )
 
 

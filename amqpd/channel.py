@@ -51,6 +51,7 @@ from amqpd.wire.methods import (
     BASIC_NACK,
     BASIC_PUBLISH,
     BASIC_REJECT,
+    deliver_small,
     encode_access_request_ok,
     encode_confirm,
     encode_get_ok,
@@ -166,6 +167,13 @@ class Channel:
         number = self.number
         host = self.host
         frame_max = host.frame_max
+        if not redelivered:
+            data = deliver_small(
+                parts[0], tag, parts[1], number, message.header, message.body, frame_max
+            )
+            if data is not None:
+                host.send(data)
+                return
         framed = message.framed
         if framed is None or framed[0] != number or framed[1] != frame_max:
             content, size = content_frames(number, message.header, message.body, frame_max)

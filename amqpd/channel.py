@@ -450,10 +450,14 @@ class Channel:
                 self._return(message, 312, "NO_ROUTE")
             else:
                 vhost.stats.drop_unroutable += 1
-        elif queues[0].backlogged or len(queues) > 1:
-            backlogged = [queue for queue in queues if queue.backlogged]
-            if backlogged:
-                self.host.throttle(backlogged)
+        elif len(queues) == 1:
+            if queues[0].backlogged:
+                self.host.throttle(queues)
+        else:
+            for queue in queues:  # (a loop: cheaper than building the list for nothing)
+                if queue.backlogged:
+                    self.host.throttle([queue for queue in queues if queue.backlogged])
+                    break
         confirms = self.confirms
         if confirms is not None:
             durability = self.durability

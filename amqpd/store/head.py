@@ -135,13 +135,13 @@ class LogHead:
                                 held_ids.append(mid)
                     else:
                         self._hold_all(mid, queues)
-                elif kind == REMOVE:
+                elif kind == REMOVE:  # (REMOVE, queue, [ids])
                     queue = op[1]
                     ids = gone.get(queue)
                     if ids is None:
-                        gone[queue] = [op[2]]
+                        gone[queue] = op[2]
                     else:
-                        ids.append(op[2])
+                        ids += op[2]
                 else:
                     if new_ids or gone:
                         appended += self._end_run(new_ids, new_locs, new_held, gone, max_id)

@@ -98,9 +98,15 @@ class LogHead:
         new_locs: list[int] = []
         new_held: dict[str, list[int]] = {}
         gone: dict[str, list[int]] = {}
+        last_name: str | None = None  # the queue of the last single-queue publish
+        last_ids: list[int] = []  # and the run's new ids of that queue
         buf = self._buf
         head = self.head
         assert head is not None
+        # the head's size and live counts, kept in locals and written back before anything
+        # else looks at the head (rotation, another operation, the end)
+        pos, base, live_n, live_b = head.size, head.base, 0, 0
+        segbits = head.number << 64
         for chunk in chunks:
             for op in chunk:
                 kind = op[0]
@@ -114,25 +120,31 @@ class LogHead:
                     parts = encode_publish(mid, queues, op[3], op[4], op[5], op[6], strings)
                     size = len(parts[0]) + len(parts[1]) + len(parts[2])
                     appended += size
-                    offset = head.size
-                    if offset + size > limit and offset > head.base:
+                    if pos + size > limit and pos > base:
+                        head.size = pos
+                        head.live_count += live_n
+                        head.live_bytes += live_b
                         index.max_id = max_id  # the new segment's snapshot needs it
                         head = self.rotate()
                         buf = self._buf
-                        offset = head.size
+                        pos, base, live_n, live_b = head.size, head.base, 0, 0
+                        segbits = head.number << 64
                     buf += parts
-                    head.size = offset + size
-                    head.live_count += 1
-                    head.live_bytes += size
                     new_ids.append(mid)
-                    new_locs.append((head.number << 64) | (offset << 32) | size)
+                    new_locs.append(segbits | (pos << 32) | size)
+                    pos += size
+                    live_n += 1
+                    live_b += size
                     if len(queues) == 1:
-                        for name in queues:
+                        (name,) = queues
+                        if name == last_name:
+                            last_ids.append(mid)
+                        else:
                             held_ids = new_held.get(name)
                             if held_ids is None:
-                                new_held[name] = [mid]
-                            else:
-                                held_ids.append(mid)
+                                held_ids = new_held[name] = []
+                            held_ids.append(mid)
+                            last_name, last_ids = name, held_ids
                     else:
                         self._hold_all(mid, queues)
                 elif kind == REMOVE:  # (REMOVE, queue, [ids])
@@ -143,14 +155,23 @@ class LogHead:
                     else:
                         ids += op[2]
                 else:
+                    head.size = pos
+                    head.live_count += live_n
+                    head.live_bytes += live_b
                     if new_ids or gone:
                         appended += self._end_run(new_ids, new_locs, new_held, gone, max_id)
                         new_ids, new_locs, new_held, gone = [], [], {}, {}
+                        last_name = None
                     index.max_id = max_id
                     appended += self._apply(op)
                     head = self.head
                     assert head is not None
                     buf = self._buf
+                    pos, base, live_n, live_b = head.size, head.base, 0, 0
+                    segbits = head.number << 64
+        head.size = pos
+        head.live_count += live_n
+        head.live_bytes += live_b
         if new_ids or gone:
             appended += self._end_run(new_ids, new_locs, new_held, gone, max_id)
         if max_id > index.max_id:

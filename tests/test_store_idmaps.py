@@ -58,6 +58,38 @@ def test_flag_map_matches_a_dict(steps: list[tuple[str, int, int]]) -> None:
     assert dict(table.items()) == model
 
 
+runs = st.lists(
+    st.tuples(
+        st.sampled_from(["set", "pop"]),
+        st.lists(st.integers(min_value=1, max_value=3 * BLOCK), max_size=300),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(runs)
+def test_run_operations_match_one_at_a_time(steps: list[tuple[str, list[int]]]) -> None:
+    """The writer's batch calls (set_run / set_all / pop_run) do what a loop of single
+    calls does, across sparse and dense blocks and their switches."""
+    loc_model: dict[int, int] = {}
+    flag_model: dict[int, bool] = {}
+    locations, flags = LocationMap(), FlagMap()
+    for n, (kind, mids) in enumerate(steps):
+        if kind == "set":
+            values = [(n << 64) | (mid << 32) | 7 for mid in mids]
+            loc_model.update(zip(mids, values, strict=True))
+            flag_model.update(dict.fromkeys(mids, bool(n & 1)))
+            locations.set_run(mids, values)
+            flags.set_all(mids, bool(n & 1))
+        else:
+            assert locations.pop_run(mids) == [loc_model.pop(mid, None) for mid in mids]
+            assert flags.pop_run(mids) == [flag_model.pop(mid, None) for mid in mids]
+        assert len(locations) == len(loc_model) and len(flags) == len(flag_model)
+        assert dict(locations.items()) == loc_model
+        assert dict(flags.items()) == flag_model
+
+
 def test_dense_runs_of_ids_cost_a_few_bytes_each_and_are_freed_when_drained() -> None:
     count = 200_000
     order = list(range(1, count + 1))

@@ -11,6 +11,7 @@ order (a publish never overtakes an earlier one still waiting), and hands out on
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from typing import Protocol
 
@@ -51,15 +52,25 @@ class Durability:
 
 
 class Confirms:
-    """Publisher confirms of one channel: sequence numbers, their tickets, what to ack."""
+    """Publisher confirms of one channel: sequence numbers, their tickets, what to ack.
 
-    __slots__ = ("seq", "ready", "sent", "_waiting", "_nacks")
+    The publishes waiting for the store are consecutive sequence numbers (once one waits,
+    every later one waits behind it), so they are kept as one list of tickets, the first
+    at sequence ``_base``, made non-decreasing (a publish behind a later ticket is released
+    with it): no object per publish, and an advance is one bisection however many it
+    releases."""
+
+    __slots__ = ("seq", "ready", "sent", "_tickets", "_base", "_head", "_nacks")
 
     def __init__(self) -> None:
         self.seq = 0  # publishes counted in confirm mode (the client's delivery tags)
         self.ready = 0  # highest of them that may be acked now
         self.sent = 0  # highest of them acked on the wire
-        self._waiting: deque[tuple[int, int]] = deque()  # (publish seq, store ticket)
+        # store tickets of the waiting publishes from _tickets[_head] on (empty: none waits);
+        # _tickets[i] belongs to publish _base + i
+        self._tickets: list[int] = []
+        self._base = 0
+        self._head = 0
         self._nacks: deque[int] = deque()  # publishes refused by a queue (reject-publish)
 
     def insert(self, ticket: int, durable: int, nack: bool = False) -> int:
@@ -69,28 +80,42 @@ class Confirms:
         seq = self.seq = self.seq + 1
         if nack:
             self._nacks.append(seq)
-        waiting = self._waiting
-        if waiting or ticket > durable:
-            waiting.append((seq, ticket))
-            return WAIT if len(waiting) > 1 else WAIT_FIRST
+        tickets = self._tickets
+        if tickets:
+            last = tickets[-1]
+            tickets.append(ticket if ticket > last else last)
+            return WAIT
+        if ticket > durable:
+            tickets.append(ticket)
+            self._base = seq
+            self._head = 0
+            return WAIT_FIRST
         self.ready = seq
         return READY
 
     def advance(self, durable: int) -> bool:
         """The durable ticket is now `durable`: True if more publishes may be acked."""
-        waiting = self._waiting
-        ready = self.ready
-        while waiting and waiting[0][1] <= durable:
-            ready = waiting.popleft()[0]
-        if ready != self.ready:
-            self.ready = ready
-            return True
-        return False
+        tickets = self._tickets
+        head = self._head
+        if not tickets or tickets[head] > durable:
+            return False
+        i = bisect_right(tickets, durable, head)
+        self.ready = self._base + i - 1
+        if i == len(tickets):
+            tickets.clear()
+            self._head = 0
+        elif i > len(tickets) // 2:  # drop the released prefix (amortised: it is the larger)
+            del tickets[:i]
+            self._base += i
+            self._head = 0
+        else:
+            self._head = i
+        return True
 
     @property
     def pending(self) -> bool:
         """Some publish still waits for the store."""
-        return bool(self._waiting)
+        return bool(self._tickets)
 
     def take_ack(self) -> tuple[int, bool] | None:
         """The one ack to send now, as (delivery tag, multiple), or None."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from amqpd.store import records as R
 from amqpd.store.idmaps import FlagMap
-from amqpd.store.index import MISSING, OFF_MASK, LogIndex, Segment
+from amqpd.store.index import OFF_MASK, LogIndex, Segment
 from amqpd.store.latency import Histogram
 from amqpd.store.records import (
     FILE_HEADER_SIZE,
@@ -78,19 +78,35 @@ class LogHead:
     # ------------------------------------------------------------ applying operations
 
     def apply_all(self, chunks: list[list[Any]]) -> None:
-        """Apply every operation of every chunk, in order."""
+        """Apply every operation of every chunk, in order.
+
+        Publishes and removes are applied to the index in runs, one map call per queue and
+        run: a remove never names a message published in the same call (the loop side drops
+        those itself), so within a run of them the two kinds commute. The records of a run's
+        publishes are scheduled as they come (their offsets are known then), those of its
+        removes at the end of the run; any other operation ends the run first.
+        """
         index = self.index
-        loc = index.loc
-        refs = index.refs
-        qmsgs = index.qmsgs
-        segs = index.segs
         strings = self.strings
         limit = self.segment_bytes
         encode_publish = R.encode_publish
-        encode_ref = R.encode_ref
-        removed = R.REMOVED
         max_id = index.max_id
         appended = 0
+        # the current run: new ids with their locations, new ids per queue (single-queue
+        # publishes), removed ids per queue
+        new_ids: list[int] = []
+        new_locs: list[int] = []
+        new_held: dict[str, list[int]] = {}
+        gone: dict[str, list[int]] = {}
+        last_name: str | None = None  # the queue of the last single-queue publish
+        last_ids: list[int] = []  # and the run's new ids of that queue
+        buf = self._buf
+        head = self.head
+        assert head is not None
+        # the head's size and live counts, kept in locals and written back before anything
+        # else looks at the head (rotation, another operation, the end)
+        pos, base, live_n, live_b = head.size, head.base, 0, 0
+        segbits = head.number << 64
         for chunk in chunks:
             for op in chunk:
                 kind = op[0]
@@ -104,56 +120,145 @@ class LogHead:
                     parts = encode_publish(mid, queues, op[3], op[4], op[5], op[6], strings)
                     size = len(parts[0]) + len(parts[1]) + len(parts[2])
                     appended += size
-                    head = self.head
-                    assert head is not None
-                    if head.size + size > limit and head.size > head.base:
+                    if pos + size > limit and pos > base:
+                        head.size = pos
+                        head.live_count += live_n
+                        head.live_bytes += live_b
                         index.max_id = max_id  # the new segment's snapshot needs it
                         head = self.rotate()
-                    offset = head.size
-                    self._buf += parts
-                    head.size = offset + size
-                    for name, delivered in queues.items():
-                        held = qmsgs.get(name)
-                        if held is None:
-                            held = qmsgs[name] = FlagMap()
-                        held[mid] = delivered
-                    if len(queues) > 1:
-                        refs[mid] = len(queues)
-                    loc[mid] = (head.number << 64) | (offset << 32) | size
-                    head.live_count += 1
-                    head.live_bytes += size
-                elif kind == REMOVE:
-                    _, queue, mid = op
-                    held = qmsgs.get(queue)
-                    if held is None or held.pop(mid, MISSING) is MISSING:
-                        continue
-                    if mid in refs:
-                        index.unref(mid)
+                        buf = self._buf
+                        pos, base, live_n, live_b = head.size, head.base, 0, 0
+                        segbits = head.number << 64
+                    buf += parts
+                    new_ids.append(mid)
+                    new_locs.append(segbits | (pos << 32) | size)
+                    pos += size
+                    live_n += 1
+                    live_b += size
+                    if len(queues) == 1:
+                        (name,) = queues
+                        if name == last_name:
+                            last_ids.append(mid)
+                        else:
+                            held_ids = new_held.get(name)
+                            if held_ids is None:
+                                held_ids = new_held[name] = []
+                            held_ids.append(mid)
+                            last_name, last_ids = name, held_ids
                     else:
-                        packed = loc.pop(mid, None)
-                        if packed is not None:
-                            seg = segs.get(packed >> 64)
-                            if seg is not None:
-                                seg.live_count -= 1
-                                seg.live_bytes -= packed & OFF_MASK
-                    name_bytes = strings.get(queue)
-                    if name_bytes is None:
-                        name_bytes = R.encoded_str(strings, queue)
-                    record = encode_ref(removed, name_bytes, mid)
-                    appended += len(record)
-                    head = self.head
-                    assert head is not None
-                    if head.size + len(record) > limit and head.size > head.base:
-                        index.max_id = max_id
-                        head = self.rotate()
-                    self._buf.append(record)
-                    head.size += len(record)
+                        self._hold_all(mid, queues)
+                elif kind == REMOVE:  # (REMOVE, queue, [ids])
+                    queue = op[1]
+                    ids = gone.get(queue)
+                    if ids is None:
+                        gone[queue] = op[2]
+                    else:
+                        ids += op[2]
                 else:
+                    head.size = pos
+                    head.live_count += live_n
+                    head.live_bytes += live_b
+                    if new_ids or gone:
+                        appended += self._end_run(new_ids, new_locs, new_held, gone, max_id)
+                        new_ids, new_locs, new_held, gone = [], [], {}, {}
+                        last_name = None
                     index.max_id = max_id
                     appended += self._apply(op)
+                    head = self.head
+                    assert head is not None
+                    buf = self._buf
+                    pos, base, live_n, live_b = head.size, head.base, 0, 0
+                    segbits = head.number << 64
+        head.size = pos
+        head.live_count += live_n
+        head.live_bytes += live_b
+        if new_ids or gone:
+            appended += self._end_run(new_ids, new_locs, new_held, gone, max_id)
         if max_id > index.max_id:
             index.max_id = max_id
         self.appended += appended
+
+    def _hold_all(self, mid: int, queues: dict[str, bool]) -> None:
+        """A message held by several queues: its flag in each, and its reference count."""
+        qmsgs = self.index.qmsgs
+        for name, delivered in queues.items():
+            held = qmsgs.get(name)
+            if held is None:
+                held = qmsgs[name] = FlagMap()
+            held[mid] = delivered
+        self.index.refs[mid] = len(queues)
+
+    def _end_run(
+        self,
+        new_ids: list[int],
+        new_locs: list[int],
+        new_held: dict[str, list[int]],
+        gone: dict[str, list[int]],
+        max_id: int,
+    ) -> int:
+        """Apply a run of publishes and removes to the index and schedule the removes'
+        records; returns the bytes of those records."""
+        index = self.index
+        qmsgs = index.qmsgs
+        if new_ids:
+            index.loc.set_run(new_ids, new_locs)
+            for name, ids in new_held.items():
+                held = qmsgs.get(name)
+                if held is None:
+                    held = qmsgs[name] = FlagMap()
+                held.set_all(ids, False)
+        if not gone:
+            return 0
+        refs = index.refs
+        segs = index.segs
+        strings = self.strings
+        encode_ref = R.encode_ref
+        removed = R.REMOVED
+        records: list[bytes] = []
+        unheld: list[int] = []  # removed from their last queue
+        for queue, ids in gone.items():
+            held = qmsgs.get(queue)
+            if held is None:
+                continue
+            name_bytes = strings.get(queue)
+            if name_bytes is None:
+                name_bytes = R.encoded_str(strings, queue)
+            for mid, flag in zip(ids, held.pop_run(ids), strict=True):
+                if flag is None:
+                    continue  # not (or no longer) in that queue
+                if refs and mid in refs:
+                    index.unref(mid)
+                else:
+                    unheld.append(mid)
+                records.append(encode_ref(removed, name_bytes, mid))
+        number = -1
+        seg = None
+        for packed in index.loc.pop_run(unheld):
+            if packed is None:
+                continue
+            if packed >> 64 != number:
+                number = packed >> 64
+                seg = segs.get(number)
+            if seg is not None:
+                seg.live_count -= 1
+                seg.live_bytes -= packed & OFF_MASK
+        if not records:
+            return 0
+        data = b"".join(records)
+        head = self.head
+        assert head is not None
+        limit = self.segment_bytes
+        if head.size + len(data) <= limit:
+            self._buf.append(data)
+            head.size += len(data)
+            return len(data)
+        for record in records:  # the run crosses the segment's end: rotate where it does
+            if head.size + len(record) > limit and head.size > head.base:
+                index.max_id = max_id
+                head = self.rotate()
+            self._buf.append(record)
+            head.size += len(record)
+        return len(data)
 
     def _apply(self, op: Any) -> int:
         """Apply one operation that is not a publish or a remove; returns the bytes emitted."""

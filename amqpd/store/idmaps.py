@@ -158,6 +158,84 @@ class LocationMap(_BlockMap):
             return default
         return ((high - 1) << 64) | block[1][i]
 
+    def set_run(self, mids: list[int], values: list[int]) -> None:
+        """``self[mids[i]] = values[i]`` for every i, in order, in one call (the batch path
+        of the store's writer: no call per id while the ids fill dense blocks)."""
+        blocks = self._blocks
+        count = self._len
+        key = -1
+        block: Any = None
+        highs: Any = None
+        lows: Any = None
+        for n, mid in enumerate(mids):
+            k = mid >> BITS
+            if k != key:
+                key = k
+                block = blocks.get(k)
+                if block is None:
+                    block = blocks[k] = {}
+                highs = None if type(block) is dict else block[0]
+                lows = None if highs is None else block[1]
+            value = values[n]
+            if highs is not None:
+                i = mid & LOW
+                if not highs[i]:
+                    block[2] += 1
+                    count += 1
+                highs[i] = (value >> 64) + 1
+                lows[i] = value & _U64
+            else:
+                if mid not in block:
+                    count += 1
+                block[mid] = value
+                if len(block) >= DENSE_AT:
+                    block = blocks[k] = self._dense(block)
+                    highs, lows = block[0], block[1]
+        self._len = count
+
+    def pop_run(self, mids: list[int]) -> list[int | None]:
+        """``[self.pop(mid, None) for mid in mids]``, in order, in one call."""
+        blocks = self._blocks
+        out: list[int | None] = []
+        append = out.append
+        count = self._len
+        key = -1
+        block: Any = None
+        for mid in mids:
+            k = mid >> BITS
+            if k != key:
+                key = k
+                block = blocks.get(k)
+            if block is None:
+                append(None)
+                continue
+            if type(block) is dict:
+                value = block.pop(mid, None)
+                if value is not None:
+                    count -= 1
+                    if not block:
+                        del blocks[k]
+                        block = None
+                append(value)
+                continue
+            i = mid & LOW
+            highs = block[0]
+            high = highs[i]
+            if not high:
+                append(None)
+                continue
+            highs[i] = 0
+            append(((high - 1) << 64) | block[1][i])
+            count -= 1
+            left = block[2] = block[2] - 1
+            if not left:
+                del blocks[k]
+                block = None
+            elif left < SPARSE_AT:
+                block = blocks[k] = self._sparse(k, block)
+        self._len = count
+        return out
+
     def _put(self, block: list[Any], i: int, value: Any) -> bool:
         highs = block[0]
         empty = not highs[i]
@@ -203,6 +281,80 @@ class FlagMap(_BlockMap):
             return block.get(mid, default)
         flag = block[0][mid & LOW]
         return default if not flag else flag == 2
+
+    def set_all(self, mids: list[int], value: bool) -> None:
+        """``self[mid] = value`` for every id, in order, in one call."""
+        blocks = self._blocks
+        count = self._len
+        flag = 2 if value else 1
+        key = -1
+        block: Any = None
+        flags: Any = None
+        for mid in mids:
+            k = mid >> BITS
+            if k != key:
+                key = k
+                block = blocks.get(k)
+                if block is None:
+                    block = blocks[k] = {}
+                flags = None if type(block) is dict else block[0]
+            if flags is not None:
+                i = mid & LOW
+                if not flags[i]:
+                    block[1] += 1
+                    count += 1
+                flags[i] = flag
+            else:
+                if mid not in block:
+                    count += 1
+                block[mid] = value
+                if len(block) >= DENSE_AT:
+                    block = blocks[k] = self._dense(block)
+                    flags = block[0]
+        self._len = count
+
+    def pop_run(self, mids: list[int]) -> list[bool | None]:
+        """``[self.pop(mid, None) for mid in mids]``, in order, in one call."""
+        blocks = self._blocks
+        out: list[bool | None] = []
+        append = out.append
+        count = self._len
+        key = -1
+        block: Any = None
+        for mid in mids:
+            k = mid >> BITS
+            if k != key:
+                key = k
+                block = blocks.get(k)
+            if block is None:
+                append(None)
+                continue
+            if type(block) is dict:
+                value = block.pop(mid, None)
+                if value is not None:
+                    count -= 1
+                    if not block:
+                        del blocks[k]
+                        block = None
+                append(value)
+                continue
+            flags = block[0]
+            i = mid & LOW
+            flag = flags[i]
+            if not flag:
+                append(None)
+                continue
+            flags[i] = 0
+            append(flag == 2)
+            count -= 1
+            left = block[1] = block[1] - 1
+            if not left:
+                del blocks[k]
+                block = None
+            elif left < SPARSE_AT:
+                block = blocks[k] = self._sparse(k, block)
+        self._len = count
+        return out
 
     def _put(self, block: list[Any], i: int, value: Any) -> bool:
         flags = block[0]

@@ -12,6 +12,9 @@ Contract (see also the ``Store`` protocol in ``amqpd.store``):
   over and not yet taken are shared with the writer (under ``_lock``).
 - ``message_delivered`` keeps the highest id per queue; ``flush()`` hands over one delivered
   watermark per queue: every message of the queue with an id <= it was delivered.
+- ``message_removed`` appends the id to its queue's list (no object per ack); ``flush()`` hands
+  over one remove run per queue after the batch's other operations (a remove names a message
+  handed over in an earlier batch, so this order is as good as the calls').
 - ENOSPC: the segment is cut back to its last good length, the records stay pending,
   ``disk_full`` is True and the write is retried every second until it succeeds. Any other
   OSError is fatal: logged CRITICAL, ``on_fatal(exc)`` called, and every later call raises
@@ -128,6 +131,7 @@ class DurableStore:
         self._pending: list[Any] = []
         self._new_msgs: dict[int, list[Any]] = {}  # publishes since the last flush()
         self._delivered: dict[str, int] = {}  # queue -> highest id delivered since then
+        self._removed: dict[str, list[int]] = {}  # queue -> ids removed since then
         self._ticket = 0
         self._flushed_ticket = 0
         self._closed = False
@@ -139,8 +143,10 @@ class DurableStore:
         self._handoff: list[list[Any]] = []
         self._handoff_ticket = 0
         # publishes handed over but not yet taken by the writer: only the loop adds to it,
-        # only the writer empties it (swapping in a new dict)
+        # only the writer empties it (swapping in a new dict); while it is not empty, no id
+        # in it is below _pending_min (ids are handed out in increasing order)
         self._pending_msgs: dict[int, list[Any]] = {}
+        self._pending_min = 0
         self._closing = False
         self._failed: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -177,12 +183,14 @@ class DurableStore:
         self._advance()
         self._forget_pending(name)
         self._delivered.pop(name, None)
+        self._removed.pop(name, None)
         self._pending.append((QDEL, name))
 
     def queue_purged(self, queue: str) -> None:
         self._check()
         self._advance()
         self._forget_pending(queue)
+        self._removed.pop(queue, None)
         self._pending.append((PURGE, queue))
 
     def binding_added(self, record: BindingRecord) -> None:
@@ -246,7 +254,9 @@ class DurableStore:
             if queues.pop(queue, None) is not None and not queues:
                 del self._new_msgs[message_id]
             return
-        if self._pending_msgs:  # only the writer empties it: if empty, the writer has it
+        # only the writer empties it: if empty, or if the id is older than all in it, the
+        # writer has the publish
+        if self._pending_msgs and message_id >= self._pending_min:
             with self._lock:
                 pending = self._pending_msgs
                 op = pending.get(message_id)
@@ -255,7 +265,11 @@ class DurableStore:
                     if queues.pop(queue, None) is not None and not queues:
                         del pending[message_id]
                     return
-        self._pending.append((REMOVE, queue, message_id))
+        ids = self._removed.get(queue)
+        if ids is None:
+            self._removed[queue] = [message_id]
+        else:
+            ids.append(message_id)
 
     def _forget_pending(self, queue: str) -> None:
         for messages in (self._new_msgs, self._pending_msgs):
@@ -285,6 +299,10 @@ class DurableStore:
         if self._ticket == self._flushed_ticket:
             return
         batch = self._pending
+        if self._removed:  # after the rest of the batch: they name older publishes only
+            for queue, ids in self._removed.items():
+                batch.append((REMOVE, queue, ids))
+            self._removed = {}
         if self._delivered:
             for queue, mid in self._delivered.items():
                 batch.append((DELIVER, queue, mid))
@@ -299,6 +317,7 @@ class DurableStore:
                 if self._pending_msgs:
                     self._pending_msgs.update(messages)
                 else:
+                    self._pending_min = min(messages)
                     self._pending_msgs = messages
             self._handoff_ticket = self._flushed_ticket
             self._cond.notify()

@@ -25,11 +25,12 @@ from struct import Struct
 from typing import Any
 
 from amqpd.store.index import OFF_MASK, LogIndex
-from amqpd.store.records import MARK_BYTES, RECORD_HEAD_SIZE
+from amqpd.store.records import MARK, MARK_BYTES, RECORD_HEAD_SIZE
 
 READ_AHEAD = 256 * 1024
 _U16 = Struct("<H").unpack_from
 _U32 = Struct("<I").unpack_from
+_MARK_CRC = Struct("<II").unpack_from
 MOVED_WAIT = 2.0  # seconds to wait for a moved record to be written before giving up
 
 
@@ -71,50 +72,66 @@ class LogReader:
         """(exchange, routing key, stored header, body) of each message, in order, or the
         error that lost it. One pass, no copy of a record: the batch path of paged queues."""
         out: list[tuple[str, str, bytes, bytes] | ReadBackFailed] = []
-        strings = self._strings
         crc32 = zlib.crc32
         u32 = _U32
-        u16 = _U16
+        mark_crc = _MARK_CRC
+        locate = self._locate
+        # the names part (exchange, routing key, queues) of the previous record and what it
+        # says: records in a row mostly share it, and a byte-equal part parses the same
+        names = b""
+        exchange = routing_key = ""
+        chunk: Any = None
+        view: Any = None
         for message_id in message_ids:
             try:
-                data, start, size = self._locate(message_id)
+                data, start, size = locate(message_id)
                 end = start + size
-                view = memoryview(data)
-                if data[start : start + 4] != MARK_BYTES or crc32(
-                    view[start + 8 : end]
-                ) != int.from_bytes(data[start + 4 : start + 8], "little"):
+                if data is not chunk:
+                    chunk, view = data, memoryview(data)
+                mark, crc = mark_crc(data, start)
+                if mark != MARK or crc32(view[start + 8 : end]) != crc:
                     raise ReadBackFailed(f"message {message_id}: damaged record in the log")
                 p = start + RECORD_HEAD_SIZE + 8
-                (n,) = u16(data, p)
-                raw = data[p + 2 : p + 2 + n]
-                exchange = strings.get(raw)
-                if exchange is None:
-                    exchange = raw.decode()
-                    if len(strings) < 4096:
-                        strings[raw] = exchange
-                p += 2 + n
-                (n,) = u16(data, p)
-                raw = data[p + 2 : p + 2 + n]
-                routing_key = strings.get(raw)
-                if routing_key is None:
-                    routing_key = raw.decode()
-                    if len(strings) < 4096:
-                        strings[raw] = routing_key
-                p += 2 + n
-                (count,) = u16(data, p)
-                p += 2
-                for _ in range(count):
-                    p += 3 + u16(data, p + 1)[0]
-                (n,) = u32(data, p)
-                p += 4
-                if p + n > end:
+                q = p + len(names)
+                if not names or data[p:q] != names:
+                    exchange, routing_key, q = self._names(data, p)
+                    names = data[p:q]
+                (n,) = u32(data, q)
+                q += 4
+                if q + n > end:
                     raise ReadBackFailed(f"message {message_id}: undecodable record")
-                out.append((exchange, routing_key, data[p : p + n], data[p + n : end]))
+                out.append((exchange, routing_key, data[q : q + n], data[q + n : end]))
             except ReadBackFailed as error:
                 out.append(error)
             except (ValueError, IndexError, struct.error) as error:
                 out.append(ReadBackFailed(f"message {message_id}: undecodable record ({error})"))
         return out
+
+    def _names(self, data: bytes, p: int) -> tuple[str, str, int]:
+        """(exchange, routing key, offset of the header length) of a PUBLISH payload's names
+        part starting at ``p`` (after the message id); names seen before are shared."""
+        strings = self._strings
+        (n,) = _U16(data, p)
+        raw = data[p + 2 : p + 2 + n]
+        exchange = strings.get(raw)
+        if exchange is None:
+            exchange = raw.decode()
+            if len(strings) < 4096:
+                strings[raw] = exchange
+        p += 2 + n
+        (n,) = _U16(data, p)
+        raw = data[p + 2 : p + 2 + n]
+        routing_key = strings.get(raw)
+        if routing_key is None:
+            routing_key = raw.decode()
+            if len(strings) < 4096:
+                strings[raw] = routing_key
+        p += 2 + n
+        (count,) = _U16(data, p)
+        p += 2
+        for _ in range(count):
+            p += 3 + _U16(data, p + 1)[0]
+        return exchange, routing_key, p
 
     def read_message(self, message_id: int) -> tuple[str, str, bytes, bytes]:
         """(exchange, routing key, stored header, body) of a message in the log."""

@@ -4,14 +4,18 @@ Contract: a ``Reclaimer`` is given the ``LogIndex`` and the ``LogHead``. Every s
 with a topology snapshot, so only live messages pin it. ``reclaim`` deletes the oldest segment
 while none of its messages is live (never the head, never before the next segment's snapshot is
 on disk) and compacts the oldest one when its live bytes fall below ``compact_ratio`` of its
-size (or when live data is below that ratio of all bytes on disk): its live messages are read
+size (or when live data is below that ratio of all bytes on disk) and it has aged (at least
+``head_compact_bytes`` appended after it; any age once the writer is idle, so that a
+steady queue's short backlog, consumed a moment later, is not copied): its live messages are read
 back (at their recorded offsets, CRC-checked, or by a scan of the file when the log holds many
 live messages), re-appended at the head with their current delivered flags, synced, then it is
 deleted. The head itself is retired the same way when the whole log is mostly dead and the head
 holds enough reclaimable bytes (after a write round: a quarter of ``segment_bytes``, at least
 ``HEAD_COMPACT_BYTES``; once the writer has been idle for ``IDLE_RECLAIM_DELAY``: more than its
 own snapshot): a new head is started and made durable, then the segments older than it *at that
-moment* are compacted or deleted, oldest first (never the segments the copies themselves fill).
+moment* are deleted, or compacted once aged, oldest first (never the segments the copies
+themselves fill). Waiting for age holds a compaction back by ``head_compact_bytes`` of
+appends at most: disk use may exceed what it would be without by that much.
 
 Bounded by construction: bytes rewritten never exceed ``REWRITE_FACTOR`` times the bytes
 appended (plus the bytes found at recovery, plus one segment): a compaction that the budget
@@ -123,16 +127,34 @@ class Reclaimer:
         if len(segs) > 1:
             oldest = next(iter(segs.values()))
             ratio = self.compact_ratio
-            if oldest is not head and (
-                oldest.live_bytes < ratio * oldest.size
-                or (
-                    # a mostly-live oldest segment must not pin many dead ones behind it
-                    len(segs) > 2 and self.index.live_bytes() < ratio * self.head.disk_bytes
+            if (
+                oldest is not head
+                and (
+                    oldest.live_bytes < ratio * oldest.size
+                    or (
+                        # a mostly-live oldest segment must not pin many dead ones behind it
+                        len(segs) > 2 and self.index.live_bytes() < ratio * self.head.disk_bytes
+                    )
                 )
+                and (idle or self.aged(oldest))
             ):
                 if not self.compact(oldest):
                     return
         self.shrink(idle)
+
+    def aged(self, seg: Segment) -> bool:
+        """At least ``head_compact_bytes`` were appended after ``seg``: its live messages
+        are not merely the short backlog that consumers are about to take (copying those
+        would only rewrite what is acked a moment later, as a steady queue a few thousand
+        deep would have every segment do)."""
+        later = 0
+        for other in reversed(self.index.segs.values()):
+            if other is seg:
+                return False
+            later += other.size - other.base
+            if later >= self.head_compact_bytes:
+                return True
+        return False
 
     def shrink(self, idle: bool) -> None:
         """When the log is mostly dead, bring it down to its live data.
@@ -169,6 +191,8 @@ class Reclaimer:
             if seg is not next(iter(segs.values())):
                 return  # an older one is still there (disk full, or over budget)
             if seg.live_count:
+                if not idle and not self.aged(seg):
+                    return  # its backlog may well be consumed before it would pay to copy it
                 if not self.compact(seg):
                     return
             else:

@@ -1,7 +1,8 @@
 """The broker process: event loop, listener, vhosts and their stores, a graceful stop.
 
 `Server(config).run()` recovers every vhost from its log in `data_dir`, starts uvloop,
-listens on the configured address, logs `amqpd ready: listening on HOST:PORT` once
+listens on the configured address, logs which codec it runs (`codec: compiled` or
+`codec: pure-python`, amqpd/accel.py) and then `amqpd ready: listening on HOST:PORT` once
 connections are accepted, and runs until SIGTERM or SIGINT. Then it stops accepting,
 closes every client connection with 320 CONNECTION_FORCED, closes the stores (bounded:
 a reclaim in progress is abandoned) and returns 0; a second SIGTERM or SIGINT during that
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 import uvloop
 
+from amqpd import accel
 from amqpd.adapter import AmqpProtocol
 from amqpd.broker import Broker
 from amqpd.config import Config
@@ -103,6 +105,7 @@ class Server:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, broker)
         addresses = ", ".join(_format_address(s.getsockname()) for s in listener.sockets)
+        log.info("codec: %s", accel.active())
         # The ready line is what scripts wait for: never hide it below the log level.
         ready_level = max(logging.INFO, logging.getLogger().getEffectiveLevel())
         log.log(ready_level, "amqpd ready: listening on %s", addresses)

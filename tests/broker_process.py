@@ -121,3 +121,15 @@ def external_broker() -> tuple[str, int] | None:
         return None
     host, _, port = url.rpartition(":")
     return host or "127.0.0.1", int(port)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """os.environ without the AMQPD_* settings a developer may have set, plus `extra`.
+
+    AMQPD_PURE_PYTHON is kept: it picks the codec, not a setting, and the pure-Python pass of
+    .ci/run must start pure-Python brokers.
+    """
+    kept = ("AMQPD_PURE_PYTHON",)
+    env = {k: v for k, v in os.environ.items() if k in kept or not k.startswith("AMQPD_")}
+    env.update(extra)
+    return env

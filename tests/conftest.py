@@ -27,14 +27,23 @@ class BrokerAddress:
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerAddress]:
-    """The broker under test: a session-wide amqpd, or AMQPD_TEST_URL if set."""
-    outside = external_broker()
-    if outside is not None:
-        yield BrokerAddress(*outside)
+def broker_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess | None]:
+    """The session-wide amqpd behind `broker` (its log included), None under AMQPD_TEST_URL."""
+    if external_broker() is not None:
+        yield None
         return
     with BrokerProcess(tmp_path_factory.mktemp("amqpd-data")) as proc:
-        yield BrokerAddress(proc.host, proc.port)
+        yield proc
+
+
+@pytest.fixture(scope="session")
+def broker(broker_process: BrokerProcess | None) -> BrokerAddress:
+    """The broker under test: a session-wide amqpd, or AMQPD_TEST_URL if set."""
+    if broker_process is None:
+        outside = external_broker()
+        assert outside is not None
+        return BrokerAddress(*outside)
+    return BrokerAddress(broker_process.host, broker_process.port)
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """Which codec runs: the compiled accelerator unless AMQPD_PURE_PYTHON=1 or it was not built.
 
-The whole suite runs once with the accelerator and (for the codec's tests) once with
-AMQPD_PURE_PYTHON=1 (.ci/run); these tests check that each run really uses what it claims,
-and that an install on a machine with a C compiler did build the extension.
+The whole suite runs once with the accelerator and once with AMQPD_PURE_PYTHON=1 (.ci/run);
+these tests check that each run really uses what it claims, in this process and in the brokers
+it starts (each logs `codec: compiled` or `codec: pure-python`), and that an install on a
+machine with a C compiler did build the extension.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
+
 from amqpd import accel
 from amqpd.store import records
+from amqpd.testing import Broker
 from amqpd.wire import content, frames, methods
+from tests.broker_process import BrokerProcess
 
 FORCED_PURE = os.environ.get("AMQPD_PURE_PYTHON", "") not in ("", "0")
 
@@ -58,3 +63,18 @@ def test_environment_selects_pure_python_in_a_fresh_interpreter() -> None:
     env = {**os.environ, "AMQPD_PURE_PYTHON": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.split() == ["pure-python", "PureFrameReader"], out.stderr
+
+
+def _codec_lines(log_lines: list[str]) -> list[str]:
+    return [line.split("codec: ", 1)[1] for line in log_lines if "codec: " in line]
+
+
+def test_session_brokers_run_the_codec_of_this_run(
+    broker_process: BrokerProcess | None, amqpd: Broker | object
+) -> None:
+    """Both launchers (tests/broker_process.py and the pytest plugin) pass the choice on."""
+    if broker_process is None or not isinstance(amqpd, Broker):
+        pytest.skip("the broker under test is an external one")
+    expected = accel.active()
+    assert _codec_lines(broker_process.log_lines) == [expected], broker_process.log_lines
+    assert _codec_lines(amqpd.log_lines) == [expected], amqpd.log_lines

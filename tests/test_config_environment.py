@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 from amqpd.config import unknown_environment
+from tests.broker_process import clean_env
 
 
 def test_unknown_variables_are_named_with_a_suggestion() -> None:
@@ -31,7 +31,7 @@ def test_known_variables_give_no_warning() -> None:
 
 
 def test_the_daemon_logs_the_warning(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AMQPD_")}
+    env = clean_env()
     env["AMQPD_PROT"] = "5731"
     # An unusable data dir makes amqpd exit right after logging its warnings.
     blocker = tmp_path / "file"

@@ -6,7 +6,6 @@ with a private data directory and a clean environment, and talks to it with pika
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -19,17 +18,10 @@ import pika
 import pika.exceptions
 import pytest
 
-from tests.broker_process import READY_PATTERN
+from tests.broker_process import READY_PATTERN, clean_env
 
 REPO = Path(__file__).resolve().parent.parent
 SHUTDOWN_TEXT = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """os.environ without any AMQPD_* variable a developer may have set, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AMQPD_")}
-    env.update(extra)
-    return env
 
 
 class Daemon:

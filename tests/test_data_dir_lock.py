@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from amqpd.testing import Broker
+from tests.broker_process import clean_env
 
 
 def test_second_broker_names_the_holder_and_the_flag(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with Broker(data_dir=data) as first:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AMQPD_")}
+        env = clean_env()
         result = subprocess.run(
             [sys.executable, "-m", "amqpd", "--port", "0", "--data-dir", str(data)],
             env=env,

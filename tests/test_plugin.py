@@ -18,6 +18,7 @@ import pika
 import pytest
 
 from amqpd.testing import Broker
+from tests.broker_process import clean_env
 
 pytest_plugins = ["pytester"]
 
@@ -341,7 +342,7 @@ def test_fresh_vhosts_on_an_external_rabbitmq(pytester: pytest.Pytester) -> None
 
 def test_guard_stops_the_broker_cleanly_when_its_parent_goes(tmp_path: Path) -> None:
     """The guard's contract: EOF on stdin (the parent's end closed) is a graceful stop."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AMQPD_")}
+    env = clean_env()
     args = ["--port", "0", "--data-dir", str(tmp_path / "data")]
     proc = subprocess.Popen(
         [sys.executable, "-m", "amqpd.testing.guard", "--", *args],

@@ -36,6 +36,9 @@ MANAGEMENT_PATTERN = re.compile(r"management API on (http://\S+?)/?$")
 MANAGEMENT_FAILED = "cannot listen for the management API"
 MANAGEMENT_WAIT = 5.0
 MAX_LOG_LINES = 100_000
+# The one AMQPD_* variable a started broker inherits (the others would change its settings):
+# the codec choice, so an AMQPD_PURE_PYTHON=1 test run tests the pure-Python broker.
+INHERITED = ("AMQPD_PURE_PYTHON",)
 
 
 class BrokerStartError(RuntimeError):
@@ -201,7 +204,7 @@ class Broker:
             raise RuntimeError("this Broker was closed")
         if self.running:
             return self
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AMQPD_")}
+        env = {k: v for k, v in os.environ.items() if k in INHERITED or not k.startswith("AMQPD_")}
         env.update(self.env)
         started = time.monotonic()
         self._proc = subprocess.Popen(

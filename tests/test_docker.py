@@ -23,6 +23,8 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
+from tests.broker_process import clean_env
+
 REPO = Path(__file__).resolve().parent.parent
 ENTRYPOINT = REPO / "docker" / "entrypoint.py"
 HEALTHCHECK = REPO / "docker" / "healthcheck.py"
@@ -33,7 +35,7 @@ class Container:
 
     def __init__(self, tmp: Path, *args: str, **env: str) -> None:
         self.ready_file = tmp / "amqpd.ready"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("AMQPD_", "RABBIT"))}
+        self.env = {k: v for k, v in clean_env().items() if not k.startswith("RABBIT")}
         self.env.update(AMQPD_READY_FILE=str(self.ready_file), AMQPD_DATA_DIR=str(tmp / "data"))
         self.env.update(AMQPD_BIND="127.0.0.1", AMQPD_PORT="0", AMQPD_FSYNC="never")
         self.env.update(env)
@@ -258,7 +260,7 @@ def test_plain_amqpd_sigterm_during_recovery_is_prompt(tmp_path: Path) -> None:
     handlers are installed after recovery: it ends at once, which the log survives."""
     config = tmp_path / "many.yaml"
     config.write_text(yaml.safe_dump({"vhosts": ["/"] + [f"v{i}" for i in range(400)]}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AMQPD_")}
+    env = clean_env()
     args = ["--config", str(config), "--port", "0", "--data-dir", str(tmp_path / "data")]
     proc = subprocess.Popen(
         [sys.executable, "-m", "amqpd", *args], env=env, stderr=subprocess.PIPE, text=True

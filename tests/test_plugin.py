@@ -276,11 +276,12 @@ def test_interrupted_run_leaves_no_broker(pytester: pytest.Pytester, signum: int
             time.sleep(600)  # only the signal ends it within the waits below
         """
     )
+    output = pytester.path / "inner.out"
     inner = subprocess.Popen(
         [sys.executable, "-m", "pytest", *QUIET, "-q"],
         cwd=pytester.path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output.open("w"),
+        stderr=subprocess.STDOUT,
         env={k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"},
     )
     try:
@@ -291,7 +292,12 @@ def test_interrupted_run_leaves_no_broker(pytester: pytest.Pytester, signum: int
         pids = [int(pid) for pid in pidfile.read_text().split()]
         assert not any(gone(pid) for pid in pids)
         inner.send_signal(signum)
-        inner.wait(90)  # stopping two brokers on a loaded box has taken over 30 s
+        try:
+            inner.wait(90)  # stopping two brokers on a loaded box has taken over 30 s
+        except subprocess.TimeoutExpired:
+            inner.send_signal(signal.SIGABRT)  # pytest's faulthandler prints where it hangs
+            inner.wait(10)
+            pytest.fail(f"pytest still ran 90 s after {signum!r}:\n{output.read_text()[-6000:]}")
         # SIGKILL leaves no teardown: the guard sees its stdin pipe close and stops the broker.
         assert all(wait_gone(pid, 30) for pid in pids), pids
     finally:

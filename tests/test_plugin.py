@@ -283,6 +283,9 @@ def test_interrupted_run_leaves_no_broker(pytester: pytest.Pytester, signum: int
         stdout=output.open("w"),
         stderr=subprocess.STDOUT,
         env={k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"},
+        # As from a terminal, even if this run was started where SIGINT is ignored (a
+        # background job of a script): Python then leaves Ctrl-C ignored in its children.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 60

@@ -898,6 +898,22 @@ static PyObject *content_frames(PyObject *module, PyObject *const *args, Py_ssiz
  * buffer. Anything but bytes parts and a tag in 0..2**64-1 goes to `fallback` with the same
  * arguments (the pure function), so the results and errors are the pure ones. */
 
+/* prefix + big-endian u64 tag + redelivered octet + suffix at o: a basic.deliver frame
+ * from its precomputed parts; returns the end. */
+static inline unsigned char *put_deliver_method(unsigned char *o, PyObject *prefix,
+                                                unsigned long long tag, int redelivered,
+                                                PyObject *suffix)
+{
+    Py_ssize_t np = PyBytes_GET_SIZE(prefix), ns = PyBytes_GET_SIZE(suffix);
+    memcpy(o, PyBytes_AS_STRING(prefix), np);
+    o += np;
+    for (int i = 7; i >= 0; i--)
+        *o++ = (unsigned char)(tag >> (8 * i));
+    *o++ = (unsigned char)redelivered;
+    memcpy(o, PyBytes_AS_STRING(suffix), ns);
+    return o + ns;
+}
+
 static PyObject *join_delivery(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 6) {
@@ -921,13 +937,8 @@ static PyObject *join_delivery(PyObject *module, PyObject *const *args, Py_ssize
     if (out == NULL)
         return NULL;
     unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
-    memcpy(o, PyBytes_AS_STRING(prefix), np);
-    o += np;
-    for (int i = 7; i >= 0; i--)
-        *o++ = (unsigned char)(tag >> (8 * i));
-    *o++ = args[3] == Py_True ? 1 : 0;
-    memcpy(o, PyBytes_AS_STRING(suffix), ns);
-    memcpy(o + ns, PyBytes_AS_STRING(content), nc);
+    o = put_deliver_method(o, prefix, tag, args[3] == Py_True, suffix);
+    memcpy(o, PyBytes_AS_STRING(content), nc);
     return out;
 }
 
@@ -981,13 +992,8 @@ static PyObject *deliver_small(PyObject *module, PyObject *const *args, Py_ssize
     if (out == NULL)
         return NULL;
     unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
-    memcpy(o, PyBytes_AS_STRING(prefix), np);
-    o += np;
-    for (int i = 7; i >= 0; i--)
-        *o++ = (unsigned char)(tag >> (8 * i));
-    *o++ = 0;
-    memcpy(o, PyBytes_AS_STRING(suffix), ns);
-    o = put_frame_head(o + ns, 2, channel, hsize);
+    o = put_deliver_method(o, prefix, tag, 0, suffix);
+    o = put_frame_head(o, 2, channel, hsize);
     memcpy(o, PyBytes_AS_STRING(header), hsize);
     o += hsize;
     *o++ = FRAME_END;

@@ -278,10 +278,8 @@ class Connection:
     def _publish(self, number: int, parts: tuple[bytes, bytes, bytes]) -> bool:
         """A publish and its content merged by the reader, in one step when its channel is
         in the plain state; False, having done nothing, for the frame-by-frame path."""
-        channel = self.channels.get(number)
-        if channel is None or channel.closing or self.state is not OPEN:
-            return False
-        if channel.content.expecting:
+        channel = self._plain_channel(number)
+        if channel is None:
             return False
         try:
             return channel.publish_whole(parts)
@@ -294,16 +292,22 @@ class Connection:
         step when its channel is in the plain state; False, having done nothing, for the
         frame-by-frame path. An unknown tag closes the channel after the acks before it, as
         the frames one by one would."""
-        channel = self.channels.get(number)
-        if channel is None or channel.closing or self.state is not OPEN:
-            return False
-        if channel.content.expecting:
+        channel = self._plain_channel(number)
+        if channel is None:
             return False
         try:
             channel.ack_run(tags)
         except ChannelError as error:
             self._close_channel(channel, error, BASIC_ACK)
         return True
+
+    def _plain_channel(self, number: int) -> Channel | None:
+        """Channel `number` if a merged item may take its one-step path there: open, not
+        closing, no content half-assembled; None for the frame-by-frame path."""
+        channel = self.channels.get(number)
+        if channel is None or channel.closing or self.state is not OPEN:
+            return None
+        return None if channel.content.expecting else channel
 
     def _process_more(self) -> None:
         self._more_scheduled = False

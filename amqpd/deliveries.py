@@ -11,6 +11,7 @@ closes (`release`). Each consumer counts its own unacked deliveries (its prefetc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from amqpd.core.errors import PRECONDITION_FAILED, ChannelError
@@ -96,20 +97,9 @@ class Deliveries:
     def ack_one(self, tag: int) -> bool:
         """basic.ack of one delivery (multiple=false): `settle(tag, False, False)` without
         its lists and sets, the common case of consumers that ack each message."""
-        entry = self.unacked.pop(tag, None)
-        if entry is None:
-            raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
-        queue, _seq, message, consumer = entry
-        if message.store_id:
-            queue.settled(message)
-        queue.stats.ack += 1
-        if consumer is not None:
-            consumer.unacked -= 1
-            if consumer.attached and not self.global_prefetch:
-                consumer.queue.kick()
-        return bool(self.global_prefetch)
+        return self.ack_run((tag,))
 
-    def ack_run(self, tags: list[int]) -> bool:
+    def ack_run(self, tags: Sequence[int]) -> bool:
         """`ack_one` of each of `tags` in turn (an unknown one raises 406 after the acks
         before it), each consumer's queue kicked once; True as `ack_one`."""
         pop = self.unacked.pop

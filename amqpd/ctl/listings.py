@@ -28,6 +28,8 @@ def _key(name: str) -> Callable[[dict[str, Any]], Any]:
     return lambda item: item.get(name)
 
 
+POLICY_COLUMNS = ("vhost", "name", "pattern", "apply-to", "definition", "priority")
+
 LISTINGS = {
     "list_queues": Listing(
         "queues",
@@ -166,15 +168,15 @@ LISTINGS = {
     "list_policies": Listing(
         "policies",
         "/api/policies/{vhost}",
-        ("vhost", "name", "pattern", "apply-to", "definition", "priority"),
-        ("vhost", "name", "pattern", "apply-to", "definition", "priority"),
+        POLICY_COLUMNS,
+        POLICY_COLUMNS,
         quoted_vhost=True,
     ),
     "list_operator_policies": Listing(
         "operator policy overrides",
         "/api/operator-policies/{vhost}",
-        ("vhost", "name", "pattern", "apply-to", "definition", "priority"),
-        ("vhost", "name", "pattern", "apply-to", "definition", "priority"),
+        POLICY_COLUMNS,
+        POLICY_COLUMNS,
         quoted_vhost=True,
     ),
     "list_users": Listing(

@@ -110,28 +110,27 @@ class LogReader:
     def _names(self, data: bytes, p: int) -> tuple[str, str, int]:
         """(exchange, routing key, offset of the header length) of a PUBLISH payload's names
         part starting at ``p`` (after the message id); names seen before are shared."""
-        strings = self._strings
-        (n,) = _U16(data, p)
-        raw = data[p + 2 : p + 2 + n]
-        exchange = strings.get(raw)
-        if exchange is None:
-            exchange = raw.decode()
-            if len(strings) < 4096:
-                strings[raw] = exchange
-        p += 2 + n
-        (n,) = _U16(data, p)
-        raw = data[p + 2 : p + 2 + n]
-        routing_key = strings.get(raw)
-        if routing_key is None:
-            routing_key = raw.decode()
-            if len(strings) < 4096:
-                strings[raw] = routing_key
-        p += 2 + n
+        exchange, p = self._short_string(data, p)
+        routing_key, p = self._short_string(data, p)
         (count,) = _U16(data, p)
         p += 2
         for _ in range(count):
             p += 3 + _U16(data, p + 1)[0]
         return exchange, routing_key, p
+
+    def _short_string(self, data: bytes, p: int) -> tuple[str, int]:
+        """The u16-length string at ``p`` and the offset after it; strings seen before are
+        shared (up to 4,096 of them)."""
+        (n,) = _U16(data, p)
+        end = p + 2 + n
+        raw = data[p + 2 : end]
+        strings = self._strings
+        text = strings.get(raw)
+        if text is None:
+            text = raw.decode()
+            if len(strings) < 4096:
+                strings[raw] = text
+        return text, end
 
     def read_message(self, message_id: int) -> tuple[str, str, bytes, bytes]:
         """(exchange, routing key, stored header, body) of a message in the log."""
